@@ -1,0 +1,121 @@
+"""Speed and memory of ``gpr1200_hf.score`` against its floor and the official algorithm.
+
+Run by hand: ``python benchmarks/bench_score.py [--skip-large] [--skip-metric]``. Prints times
+and ratios measured in this run (never compare numbers from different machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import gpr1200_hf as g
+from gpr1200_hf import protocol
+
+
+def gpr_like(n_classes=protocol.NUM_CATEGORIES, per=protocol.IMAGES_PER_CATEGORY, dim=768,
+             seed=0) -> np.ndarray:
+    """Float32 embeddings with class structure, noise tuned so mAP is paper-like (~0.5-0.6)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_classes, dim)).astype(np.float32)
+    x = np.repeat(centers, per, axis=0) * 0.35
+    x += rng.standard_normal((n_classes * per, dim)).astype(np.float32)
+    return x
+
+
+def official_sort_based(x: np.ndarray, labels: np.ndarray, block: int = 1000) -> float:
+    """The official algorithm: float32 similarity, full descending argsort, AP over the list.
+    Vectorised per block of queries (kinder than the official per-query Python loop)."""
+    n = x.shape[0]
+    xn = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    aps = []
+    ranks = np.arange(1, n + 1)
+    for start in range(0, n, block):
+        s = xn[start : start + block] @ xn.T
+        idx = np.argsort(s, axis=1)[:, ::-1]
+        rel = labels[idx] == labels[start : start + block, None]
+        prec = np.cumsum(rel, axis=1) / ranks
+        aps.append((prec * rel).sum(axis=1) / rel.sum(axis=1))
+    return float(np.concatenate(aps).mean())
+
+
+def best_of(fn, repeat=3):
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def bench_gpr1200(repeat: int) -> None:
+    x = gpr_like()
+    y = protocol.canonical_labels()
+    xn = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    t_floor, _ = best_of(lambda: xn @ xn.T, repeat)
+    t_score, res = best_of(lambda: g.score(x), repeat)
+    t_official, official = best_of(lambda: official_sort_based(x, y), 1)
+    print(f"12000 x 768 float32, mAP {res['map']:.4f} (official algorithm {official:.4f}, "
+          f"|diff| {abs(res['map'] - official):.1e})")
+    print(f"  X @ X.T (floor)          {t_floor:7.3f} s")
+    print(f"  gpr1200_hf.score         {t_score:7.3f} s   {t_score / t_floor:5.2f} x floor")
+    print(f"  official sort-based      {t_official:7.3f} s   "
+          f"score is {t_official / t_score:5.1f} x faster")
+
+
+LARGE = """
+import resource, numpy as np, gpr1200_hf as g
+rng = np.random.default_rng(0)
+n, d = 100_000, 256
+centers = rng.standard_normal((n // 10, d)).astype(np.float32)
+x = np.repeat(centers, 10, axis=0) * 0.35 + rng.standard_normal((n, d)).astype(np.float32)
+y = np.repeat(np.arange(n // 10), 10)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import time; t = time.perf_counter()
+r = g.score(x, y)
+dt = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{dt:.1f} {before / 1024:.0f} {peak / 1024:.0f} {r['map']:.4f}")
+"""
+
+
+def bench_large() -> None:
+    out = subprocess.run([sys.executable, "-c", LARGE], capture_output=True, text=True, check=True)
+    dt, before, peak, m = out.stdout.split()
+    print(f"100,000 x 256 float32: {dt} s, peak RSS {peak} MiB "
+          f"(inputs alone {before} MiB), mAP {m}")
+
+
+def bench_metric(repeat: int) -> None:
+    import evaluate
+
+    metric = evaluate.load(g.METRIC_PATH)
+    x = gpr_like()
+    t_direct, direct = best_of(lambda: g.score(x), repeat)
+    t_metric, res = best_of(lambda: metric.compute(predictions=x), repeat)
+    assert res == direct, (res, direct)
+    print(f"evaluate metric compute   {t_metric:7.3f} s   {t_metric / t_direct:5.2f} x "
+          f"gpr1200_hf.score ({t_direct:.3f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--skip-metric", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    bench_gpr1200(args.repeat)
+    if not args.skip_metric:
+        bench_metric(args.repeat)
+    if not args.skip_large:
+        bench_large()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,533 @@
+"""Exact retrieval metrics for GPR1200-style evaluation. Pure: arrays in, arrays out.
+
+Definitions (the single source of truth; the README and the metric card repeat them):
+
+* **Scores.** ``cosine``: dot product of L2-normalised vectors, in float32. ``ip``: raw inner
+  product, in float32. ``l2``: negative squared Euclidean distance, in float64 (ranking by
+  ascending distance). Two items *tie* when their computed scores are exactly equal.
+* **Ranked list.** Every query ranks the whole collection. With ``include_self=True`` (the
+  official protocol) the query is part of its own list and counts as relevant; with ``False``
+  it is removed from the list.
+* **Relevant.** Items with the query's label. ``R`` = number of relevant items in the list.
+* **AP** = (1/R) * sum over relevant items of (relevant items ranked at or above it) / (its rank).
+* **Ties.** ``expected``: the exact expectation over all orderings inside each tie (McSherry &
+  Najork 2008, in closed form); ``stable``: ties keep dataset (input) order; ``optimistic``:
+  relevant items first; ``pessimistic``: relevant items last. Without ties all four agree.
+* **Extras** (always with the query excluded, R' = class size - 1): ``precision_at_1``,
+  ``r_precision`` (relevant items among the first R' / R') and ``map_at_r`` (MAP@R, Musgrave
+  et al. 2020: (1/R') * sum over the first R' positions of precision at k if item k is relevant).
+  Ties follow the same ``ties`` rule (``expected`` gives the exact expectation).
+
+Algorithm: the rank of a relevant item is the count of items scoring above it, so no row is
+sorted and the N x N matrix is never held. Items are grouped by label; the similarity matrix is
+computed in class-aligned blocks of its upper triangle only (it is symmetric), each block
+counted both row-wise and column-wise against the relevant scores of its rows and columns.
+Memory is O(block^2 + N * class size).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from . import protocol
+
+Metric = Literal["cosine", "ip", "l2"]
+Ties = Literal["expected", "stable", "optimistic", "pessimistic"]
+Normalize = Literal["relevant", "retrieved"]
+METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
+TIES: tuple[str, ...] = ("expected", "stable", "optimistic", "pessimistic")
+NORMALIZE: tuple[str, ...] = ("relevant", "retrieved")
+DEFAULT_BLOCK = 1024
+
+
+class InputError(ValueError):
+    """Bad input to a metric: the message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name}={value!r} is not supported; choose one of {', '.join(choices)}")
+
+
+def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
+    """Return the embeddings as a 2-D float array, or raise ``InputError`` naming the problem."""
+    _check_choice("metric", metric, METRICS)
+    x = np.asarray(embeddings)
+    if x.dtype == object:
+        raise InputError("embeddings must be a numeric array, got Python objects (ragged rows?)")
+    if x.ndim != 2:
+        raise InputError(
+            f"embeddings must be 2-D (N rows x D dims), got shape {x.shape}; "
+            "reshape a single vector with x[None, :]"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"embeddings are empty (shape {x.shape})")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        if x.dtype != np.bool_:
+            raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64 if metric == "l2" else np.float32, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InputError(
+            f"embeddings contain NaN or inf in {bad.size} row(s), first at row {bad[0]}; "
+            "fix the extractor output"
+        )
+    if metric == "cosine":
+        zero = ~np.any(x != 0, axis=1)
+        if zero.any():
+            bad = np.flatnonzero(zero)
+            raise InputError(
+                f"{bad.size} embedding(s) are all zeros (first at row {bad[0]}); cosine is "
+                "undefined for zero vectors; use metric='ip' or 'l2', or fix the extractor"
+            )
+    return x
+
+
+def resolve_labels(labels, n: int) -> np.ndarray:
+    """Labels as a 1-D array of length ``n``; ``None`` means canonical GPR1200 labels."""
+    if labels is None:
+        if n != protocol.NUM_IMAGES:
+            raise InputError(
+                f"without labels the input must hold the {protocol.NUM_IMAGES} GPR1200 images in "
+                f"canonical order, got {n} rows; pass labels (one category ID per row)"
+            )
+        return protocol.canonical_labels()
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise InputError(f"labels must be 1-D (one per row), got shape {y.shape}")
+    if y.shape[0] != n:
+        raise InputError(f"got {n} rows but {y.shape[0]} labels; pass one label per row")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or np.any(y != np.round(y)):
+            raise InputError("float labels must be whole numbers (category IDs)")
+        y = y.astype(np.int64)
+    if y.dtype == object:
+        raise InputError("labels must be integers or strings, got Python objects")
+    return y
+
+
+def _class_structure(labels: np.ndarray, need_pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(order, class_id in sorted order): a stable sort of the items by label."""
+    _, codes = np.unique(labels, return_inverse=True)
+    codes = codes.reshape(-1)
+    if need_pairs:
+        counts = np.bincount(codes)
+        if counts.min() < 2:
+            lone = np.unique(labels)[np.argmin(counts)].item()
+            raise InputError(
+                f"label {lone!r} has a single item: its query has no other relevant item, so "
+                "AP without self, MAP@R and R-precision are undefined; every label needs >= 2 items"
+            )
+    order = np.argsort(codes, kind="stable")
+    return order, codes[order]
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray | None]:
+    """Vectors whose inner products are the ranking scores, plus a per-item offset.
+
+    ``score(i, j) = v_i . v_j`` for ``cosine``/``ip`` (offset ``None``); for ``l2``
+    ``score(i, j) = 2 v_i . v_j - |v_i|^2 - |v_j|^2 = -|v_i - v_j|^2`` with offset ``|v|^2``.
+    """
+    x = validate_embeddings(embeddings, metric)
+    if metric == "cosine":
+        norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+        return (x / norms).astype(np.float32), None
+    if metric == "ip":
+        return np.ascontiguousarray(x, dtype=np.float32), None
+    v = np.ascontiguousarray(x, dtype=np.float64)
+    return v, np.einsum("ij,ij->i", v, v)
+
+
+def pairwise_scores(
+    v: np.ndarray, offset: np.ndarray | None, rows: slice, cols: slice
+) -> np.ndarray:
+    """The block ``scores[rows, cols]`` (what every ranking in this module compares)."""
+    s = v[rows] @ v[cols].T
+    if offset is not None:
+        s *= 2.0
+        s -= offset[rows, None]
+        s -= offset[None, cols]
+    return s
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def _count_against(
+    s: np.ndarray, thresholds: np.ndarray, axis: int, gt: np.ndarray, ge: np.ndarray
+) -> None:
+    """gt[:, k] += #(s > t_k), ge[:, k] += #(s >= t_k) along ``axis`` (1: rows, 0: columns)."""
+    width = s.shape[axis]
+    sum_dtype = np.int16 if width < 2**15 else np.int64
+    buf = np.empty(s.shape, dtype=np.bool_)
+    u8 = buf.view(np.uint8)
+    for k in range(thresholds.shape[1]):
+        t = thresholds[:, k]
+        if np.isposinf(t).all():
+            continue
+        t = t[:, None] if axis == 1 else t[None, :]
+        np.greater(s, t, out=buf)
+        gt[:, k] += u8.sum(axis=axis, dtype=sum_dtype)
+        np.greater_equal(s, t, out=buf)
+        ge[:, k] += u8.sum(axis=axis, dtype=sum_dtype)
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[bool]:
+    """Pin BLAS to one thread so block workers can run side by side (needs threadpoolctl).
+
+    Yields whether parallel workers are worthwhile: without threadpoolctl, BLAS keeps its own
+    threads (which spin after each call and would starve counting threads).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield False
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield True
+
+
+@dataclass
+class _Counts:
+    """Per query (sorted order) and relevant slot: the sufficient statistics of its ranking."""
+
+    thresholds: np.ndarray  # (N, m) relevant scores, descending; +inf pads
+    size: np.ndarray  # (N,) class size (relevant items incl. self)
+    self_slot: np.ndarray  # (N,) slot of the query itself among its thresholds
+    gt: np.ndarray  # (N, m) items (incl. self) scoring > threshold
+    ge: np.ndarray  # (N, m) items (incl. self) scoring >= threshold
+    slot_member: np.ndarray  # (N, m) sorted position of the item in each slot; -1 pads
+    ties: dict  # (query, value) -> input positions of non-relevant items tied at value
+
+
+def _blocks(class_ids: np.ndarray, target: int) -> list[slice]:
+    """Contiguous row blocks of about ``target`` rows that never split a class."""
+    bounds = np.flatnonzero(np.diff(class_ids)) + 1
+    bounds = np.concatenate([[0], bounds, [class_ids.size]])
+    blocks, start = [], 0
+    for b in bounds[1:]:
+        if b - start >= target or b == class_ids.size:
+            blocks.append(slice(start, int(b)))
+            start = int(b)
+    return blocks
+
+
+def _record_ties(
+    s: np.ndarray,
+    thresholds: np.ndarray,
+    eq_extra: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    relevant_mask: np.ndarray | None,
+    out: dict,
+) -> None:
+    """Store the positions of non-relevant items tied with a relevant score (``stable`` only)."""
+    for a, k in zip(*np.nonzero(eq_extra > 0)):
+        value = thresholds[a, k]
+        hit = s[a] == value
+        if relevant_mask is not None:
+            hit &= ~relevant_mask[a]
+        key = (int(rows[a]), float(value))
+        out.setdefault(key, set()).update(cols[hit].tolist())
+
+
+class _BlockCounter:
+    """Counts one similarity block at a time into its own accumulators (one per worker)."""
+
+    def __init__(self, v, offset, class_ids, input_pos, sizes, c: _Counts, track_ties: bool):
+        self.v, self.offset, self.class_ids = v, offset, class_ids
+        self.input_pos, self.sizes, self.c = input_pos, sizes, c
+        self.gt = np.zeros_like(c.gt)
+        self.ge = np.zeros_like(c.ge)
+        self.ties: dict | None = {} if track_ties else None
+
+    def diagonal(self, blk: slice) -> None:
+        """A block on the diagonal: it holds every relevant pair of its rows."""
+        c, m = self.c, self.c.thresholds.shape[1]
+        s = pairwise_scores(self.v, self.offset, blk, blk)
+        local = self.class_ids[blk]
+        lo = blk.start
+        for cls in np.unique(local):
+            cs = int(np.searchsorted(local, cls))
+            ce = cs + int(self.sizes[cls])
+            sub = s[cs:ce, cs:ce]
+            order = np.argsort(-sub, axis=1, kind="stable")
+            rows = slice(lo + cs, lo + ce)
+            c.thresholds[rows, : ce - cs] = np.take_along_axis(sub, order, axis=1)
+            c.self_slot[rows] = np.argmax(order == np.arange(ce - cs)[:, None], axis=1)
+            c.slot_member[rows, : ce - cs] = lo + cs + order
+        t_blk = c.thresholds[blk]
+        g_loc = np.zeros((s.shape[0], m), dtype=np.int64)
+        e_loc = np.zeros_like(g_loc)
+        _count_against(s, t_blk, 1, g_loc, e_loc)
+        self.gt[blk] += g_loc
+        self.ge[blk] += e_loc
+        if self.ties is not None:
+            # Relevant items tied with slot k are the slots holding the same value.
+            rel_eq = (t_blk[:, :, None] == t_blk[:, None, :]).sum(axis=2)
+            extra = (e_loc - g_loc) - rel_eq
+            extra[np.isposinf(t_blk)] = 0
+            if extra.any():
+                rel_mask = local[:, None] == local[None, :]
+                rows = np.arange(blk.start, blk.stop)
+                _record_ties(s, t_blk, extra, rows, self.input_pos[blk], rel_mask, self.ties)
+
+    def off_diagonal(self, bi: slice, bj: slice) -> None:
+        """A block above the diagonal, counted for its rows and (transposed) its columns."""
+        c, m = self.c, self.c.thresholds.shape[1]
+        s = pairwise_scores(self.v, self.offset, bi, bj)
+        t_i, t_j = c.thresholds[bi], c.thresholds[bj]
+        g_r = np.zeros((s.shape[0], m), dtype=np.int64)
+        e_r = np.zeros_like(g_r)
+        _count_against(s, t_i, 1, g_r, e_r)
+        g_c = np.zeros((s.shape[1], m), dtype=np.int64)
+        e_c = np.zeros_like(g_c)
+        _count_against(s, t_j, 0, g_c, e_c)
+        self.gt[bi] += g_r
+        self.ge[bi] += e_r
+        self.gt[bj] += g_c
+        self.ge[bj] += e_c
+        if self.ties is not None:
+            rows_i, rows_j = np.arange(bi.start, bi.stop), np.arange(bj.start, bj.stop)
+            if (e_r - g_r).any():
+                _record_ties(s, t_i, e_r - g_r, rows_i, self.input_pos[bj], None, self.ties)
+            if (e_c - g_c).any():
+                _record_ties(s.T, t_j, e_c - g_c, rows_j, self.input_pos[bi], None, self.ties)
+
+
+def _run_all(tasks: list, workers: list[_BlockCounter], pool) -> None:
+    """Run ``tasks`` (method name, args) spread over the workers, each pulling the next task."""
+    if pool is None:
+        for name, args in tasks:
+            getattr(workers[0], name)(*args)
+        return
+    it = iter(tasks)
+    lock = threading.Lock()
+
+    def drain(worker: _BlockCounter) -> None:
+        while True:
+            with lock:
+                task = next(it, None)
+            if task is None:
+                return
+            getattr(worker, task[0])(*task[1])
+
+    for job in [pool.submit(drain, w) for w in workers]:
+        job.result()
+
+
+def _rank_counts(
+    v: np.ndarray,
+    offset,
+    class_ids: np.ndarray,
+    input_pos: np.ndarray,
+    block: int,
+    track_ties: bool,
+) -> _Counts:
+    """Thresholds and counts for every query, from the upper triangle of the score matrix."""
+    n = v.shape[0]
+    sizes = np.bincount(class_ids)
+    m = int(sizes.max())
+    counts = _Counts(
+        thresholds=np.full((n, m), np.inf, dtype=v.dtype),
+        size=sizes[class_ids],
+        self_slot=np.zeros(n, dtype=np.int64),
+        gt=np.zeros((n, m), dtype=np.int64),
+        ge=np.zeros((n, m), dtype=np.int64),
+        slot_member=np.full((n, m), -1, dtype=np.int64),
+        ties={},
+    )
+    blocks = _blocks(class_ids, block)
+    diagonal = [("diagonal", (b,)) for b in blocks]
+    upper = [("off_diagonal", (bi, bj)) for i, bi in enumerate(blocks) for bj in blocks[i + 1 :]]
+    with _single_threaded_blas() as parallel:
+        n_workers = min(_workers(), len(blocks)) if parallel else 1
+        workers = [
+            _BlockCounter(v, offset, class_ids, input_pos, sizes, counts, track_ties)
+            for _ in range(n_workers)
+        ]
+        pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
+        try:
+            _run_all(diagonal, workers, pool)  # all thresholds are known after this
+            _run_all(upper, workers, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+    for w in workers:
+        counts.gt += w.gt
+        counts.ge += w.ge
+        for key, positions in (w.ties or {}).items():
+            counts.ties.setdefault(key, set()).update(positions)
+    return counts
+
+
+# --------------------------------------------------------------------------- AP from counts
+
+
+def _harmonic(n: int) -> np.ndarray:
+    h = np.zeros(n + 1)
+    h[1:] = np.cumsum(1.0 / np.arange(1, n + 1))
+    return h
+
+
+@dataclass
+class _Slots:
+    """Relevant slots of each query's list, with the tie statistics of each slot."""
+
+    value: np.ndarray  # (N, m') score of the relevant item; +inf pads
+    valid: np.ndarray  # (N, m') slot holds a relevant item
+    g: np.ndarray  # items strictly above
+    n: np.ndarray  # items tied (incl. itself)
+    rg: np.ndarray  # relevant items strictly above
+    r: np.ndarray  # relevant items tied (incl. itself)
+    q: np.ndarray  # 1-based position among the tied relevant items (in dataset order)
+
+
+def _slots(values: np.ndarray, valid: np.ndarray, gt: np.ndarray, ge: np.ndarray) -> _Slots:
+    m = values.shape[1]
+    k = np.broadcast_to(np.arange(m), values.shape)
+    new_run = np.ones(values.shape, dtype=bool)
+    new_run[:, 1:] = values[:, 1:] != values[:, :-1]
+    run_start = np.maximum.accumulate(np.where(new_run, k, 0), axis=1)
+    end_run = np.ones(values.shape, dtype=bool)
+    end_run[:, :-1] = values[:, :-1] != values[:, 1:]
+    run_end = np.minimum.accumulate(np.where(end_run, k, m - 1)[:, ::-1], axis=1)[:, ::-1] + 1
+    return _Slots(
+        values, valid, gt, ge - gt, run_start, run_end - run_start, k - run_start + 1
+    )
+
+
+def _contributions(
+    sl: _Slots,
+    limit: np.ndarray,
+    ties: str,
+    harmonic: np.ndarray,
+    tie_positions: dict,
+    query_pos: np.ndarray,
+    slot_pos: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: sum over relevant items ranked <= limit of precision, and their count.
+
+    ``limit`` is per query; expectations are exact for ``ties='expected'``.
+    """
+    g, n, rg, r, q = sl.g, sl.n, sl.rg, sl.r, sl.q
+    lim = limit[:, None]
+    if ties == "pessimistic":
+        rank = g + n - r + q
+    else:
+        rank = g + q  # optimistic; also every mode where no non-relevant item ties
+    relc = rg + q
+    if ties == "stable":
+        rank = rank.copy()
+        for a, kk in zip(*np.nonzero(sl.valid & (n > r))):
+            tied = tie_positions.get((int(query_pos[a]), float(sl.value[a, kk])), ())
+            p = slot_pos[a, kk]
+            rank[a, kk] += sum(1 for t in tied if t < p)
+    inside = sl.valid & (rank <= lim)
+    prec = np.where(inside, relc / np.maximum(rank, 1), 0.0)
+    hits = inside.astype(np.float64)
+    if ties == "expected":
+        mixed = sl.valid & (n > r)
+        if mixed.any():
+            gm, nm, rgm, rm = g[mixed], n[mixed], rg[mixed], r[mixed]
+            length = np.clip(np.broadcast_to(lim, g.shape)[mixed] - gm, 0, nm)
+            dh = harmonic[gm + length] - harmonic[gm]
+            frac = np.where(nm > 1, (rm - 1) / np.maximum(nm - 1, 1), 0.0)
+            prec[mixed] = ((rgm + 1) * dh + frac * (length - (gm + 1) * dh)) / nm
+            hits[mixed] = length / nm
+    return prec.sum(axis=1), hits.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """Per-query metrics in input order (float64)."""
+
+    ap: np.ndarray
+    map_at_r: np.ndarray
+    precision_at_1: np.ndarray
+    r_precision: np.ndarray
+
+
+def rank_metrics(
+    embeddings,
+    labels=None,
+    *,
+    metric: Metric = "cosine",
+    ties: Ties = "expected",
+    include_self: bool = True,
+    block_size: int = DEFAULT_BLOCK,
+) -> RankingResult:
+    """All per-query metrics from one pass over the similarity matrix."""
+    _check_choice("ties", ties, TIES)
+    v, offset = prepare(embeddings, metric)
+    y = resolve_labels(labels, v.shape[0])
+    order, class_ids = _class_structure(y, need_pairs=True)
+    v = v[order]
+    if offset is not None:
+        offset = offset[order]
+    counts = _rank_counts(
+        v, offset, class_ids, order, block_size, track_ties=ties == "stable"
+    )
+    n_items, m = counts.thresholds.shape
+    harmonic = _harmonic(n_items + 1)
+    query_pos = np.arange(n_items)
+    slot_pos = np.where(counts.slot_member >= 0, order[np.maximum(counts.slot_member, 0)], -1)
+
+    valid = np.arange(m)[None, :] < counts.size[:, None]
+    self_value = counts.thresholds[np.arange(n_items), counts.self_slot]
+
+    # Without the query: drop its slot and its own counts.
+    keep = np.arange(m - 1)[None, :] + (np.arange(m - 1)[None, :] >= counts.self_slot[:, None])
+    t_ns = np.take_along_axis(counts.thresholds, keep, axis=1)
+    sv = self_value[:, None]
+    gt_ns = np.take_along_axis(counts.gt, keep, axis=1) - (sv > t_ns)
+    ge_ns = np.take_along_axis(counts.ge, keep, axis=1) - (sv >= t_ns)
+    valid_ns = np.arange(m - 1)[None, :] < (counts.size - 1)[:, None]
+    pos_ns = np.take_along_axis(slot_pos, keep, axis=1)
+    slots_ns = _slots(t_ns, valid_ns, gt_ns, ge_ns)
+    r_prime = counts.size - 1
+    no_limit = np.full(n_items, n_items + 1)
+
+    def run(sl, limit, pos):
+        return _contributions(sl, limit, ties, harmonic, counts.ties, query_pos, pos)
+
+    if include_self:
+        ap_sum, _ = run(_slots(counts.thresholds, valid, counts.gt, counts.ge), no_limit, slot_pos)
+        ap = ap_sum / counts.size
+    else:
+        ap_sum, _ = run(slots_ns, no_limit, pos_ns)
+        ap = ap_sum / r_prime
+    mapr_sum, rhits = run(slots_ns, r_prime, pos_ns)
+    _, p1 = run(slots_ns, np.ones(n_items, dtype=np.int64), pos_ns)
+
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(n_items)
+    return RankingResult(
+        ap=ap[inverse],
+        map_at_r=(mapr_sum / r_prime)[inverse],
+        precision_at_1=p1[inverse],
+        r_precision=(rhits / r_prime)[inverse],
+    )
