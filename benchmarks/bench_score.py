@@ -18,8 +18,9 @@ import gpr1200_hf as g
 from gpr1200_hf import protocol
 
 
-def gpr_like(n_classes=protocol.NUM_CATEGORIES, per=protocol.IMAGES_PER_CATEGORY, dim=768,
-             seed=0) -> np.ndarray:
+def gpr_like(
+    n_classes=protocol.NUM_CATEGORIES, per=protocol.IMAGES_PER_CATEGORY, dim=768, seed=0
+) -> np.ndarray:
     """Float32 embeddings with class structure, noise tuned so mAP is paper-like (~0.5-0.6)."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((n_classes, dim)).astype(np.float32)
@@ -60,12 +61,16 @@ def bench_gpr1200(repeat: int) -> None:
     t_floor, _ = best_of(lambda: xn @ xn.T, repeat)
     t_score, res = best_of(lambda: g.score(x), repeat)
     t_official, official = best_of(lambda: official_sort_based(x, y), 1)
-    print(f"12000 x 768 float32, mAP {res['map']:.4f} (official algorithm {official:.4f}, "
-          f"|diff| {abs(res['map'] - official):.1e})")
+    print(
+        f"12000 x 768 float32, mAP {res['map']:.4f} (official algorithm {official:.4f}, "
+        f"|diff| {abs(res['map'] - official):.1e})"
+    )
     print(f"  X @ X.T (floor)          {t_floor:7.3f} s")
     print(f"  gpr1200_hf.score         {t_score:7.3f} s   {t_score / t_floor:5.2f} x floor")
-    print(f"  official sort-based      {t_official:7.3f} s   "
-          f"score is {t_official / t_score:5.1f} x faster")
+    print(
+        f"  official sort-based      {t_official:7.3f} s   "
+        f"score is {t_official / t_score:5.1f} x faster"
+    )
 
 
 LARGE = """
@@ -87,8 +92,9 @@ print(f"{dt:.1f} {before / 1024:.0f} {peak / 1024:.0f} {r['map']:.4f}")
 def bench_large() -> None:
     out = subprocess.run([sys.executable, "-c", LARGE], capture_output=True, text=True, check=True)
     dt, before, peak, m = out.stdout.split()
-    print(f"100,000 x 256 float32: {dt} s, peak RSS {peak} MiB "
-          f"(inputs alone {before} MiB), mAP {m}")
+    print(
+        f"100,000 x 256 float32: {dt} s, peak RSS {peak} MiB (inputs alone {before} MiB), mAP {m}"
+    )
 
 
 def bench_metric(repeat: int) -> None:
@@ -99,8 +105,10 @@ def bench_metric(repeat: int) -> None:
     t_direct, direct = best_of(lambda: g.score(x), repeat)
     t_metric, res = best_of(lambda: metric.compute(predictions=x), repeat)
     assert res == direct, (res, direct)
-    print(f"evaluate metric compute   {t_metric:7.3f} s   {t_metric / t_direct:5.2f} x "
-          f"gpr1200_hf.score ({t_direct:.3f} s)")
+    print(
+        f"evaluate metric compute   {t_metric:7.3f} s   {t_metric / t_direct:5.2f} x "
+        f"gpr1200_hf.score ({t_direct:.3f} s)"
+    )
 
 
 def main() -> None:

@@ -83,9 +83,7 @@ def subset_of(category_id: int) -> Subset:
     for subset in SUBSETS:
         if subset.first_category <= category_id <= subset.last_category:
             return subset
-    raise ValueError(
-        f"category ID {category_id} is outside GPR1200's range 0-{NUM_CATEGORIES - 1}"
-    )
+    raise ValueError(f"category ID {category_id} is outside GPR1200's range 0-{NUM_CATEGORIES - 1}")
 
 
 def subset_index(category_ids: np.ndarray) -> np.ndarray:
@@ -94,3 +92,38 @@ def subset_index(category_ids: np.ndarray) -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= NUM_CATEGORIES):
         raise ValueError(f"category IDs must lie in 0-{NUM_CATEGORIES - 1}")
     return ids // (NUM_CATEGORIES // len(SUBSETS))
+
+
+def parse_file_name(name: str) -> tuple[int, str]:
+    """``'{category ID}_{original name}'`` -> (category ID, original name).
+
+    The original name may itself contain underscores; only the first one separates.
+    Directories in ``name`` are ignored.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    prefix, sep, rest = base.partition("_")
+    if not sep or not prefix.isdigit() or not rest:
+        raise ValueError(
+            f"file name {name!r} does not match GPR1200's '{{category ID}}_{{original name}}' "
+            "pattern (e.g. '17_abc.jpg')"
+        )
+    category = int(prefix)
+    if category >= NUM_CATEGORIES:
+        raise ValueError(
+            f"file name {name!r} has category ID {category}, outside 0-{NUM_CATEGORIES - 1}"
+        )
+    return category, rest
+
+
+def canonical_order(file_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(permutation into canonical order, category IDs in that order) for GPR1200 file names.
+
+    Canonical order: ascending category ID, then file name.
+    """
+    keys = []
+    for i, name in enumerate(file_names):
+        category, _ = parse_file_name(name)
+        keys.append((category, name.replace("\\", "/").rsplit("/", 1)[-1], i))
+    keys.sort()
+    order = np.array([k[2] for k in keys], dtype=np.int64)
+    return order, np.array([k[0] for k in keys], dtype=np.int64)

@@ -415,9 +415,7 @@ def _slots(values: np.ndarray, valid: np.ndarray, gt: np.ndarray, ge: np.ndarray
     end_run = np.ones(values.shape, dtype=bool)
     end_run[:, :-1] = values[:, :-1] != values[:, 1:]
     run_end = np.minimum.accumulate(np.where(end_run, k, m - 1)[:, ::-1], axis=1)[:, ::-1] + 1
-    return _Slots(
-        values, valid, gt, ge - gt, run_start, run_end - run_start, k - run_start + 1
-    )
+    return _Slots(values, valid, gt, ge - gt, run_start, run_end - run_start, k - run_start + 1)
 
 
 def _contributions(
@@ -488,9 +486,7 @@ def rank_metrics(
     v = v[order]
     if offset is not None:
         offset = offset[order]
-    counts = _rank_counts(
-        v, offset, class_ids, order, block_size, track_ties=ties == "stable"
-    )
+    counts = _rank_counts(v, offset, class_ids, order, block_size, track_ties=ties == "stable")
     n_items, m = counts.thresholds.shape
     harmonic = _harmonic(n_items + 1)
     query_pos = np.arange(n_items)

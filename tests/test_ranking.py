@@ -161,14 +161,22 @@ def test_score_keys_and_subsets():
     x = rng.standard_normal((12, 4))
     out = g.score(x, y)
     assert set(out) == {
-        "map", "map_landmarks", "map_inat", "map_faces", "map_at_r", "precision_at_1",
+        "map",
+        "map_landmarks",
+        "map_inat",
+        "map_faces",
+        "map_at_r",
+        "precision_at_1",
         "r_precision",
     }
     ap = g.average_precisions(x, y)
     assert out["map_inat"] == pytest.approx(ap[6:9].mean())
     assert out["map"] == pytest.approx(ap.mean())
     assert set(g.score(x, np.array([f"c{v}" for v in y]))) == {
-        "map", "map_at_r", "precision_at_1", "r_precision",
+        "map",
+        "map_at_r",
+        "precision_at_1",
+        "r_precision",
     }
 
 

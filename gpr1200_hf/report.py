@@ -1,0 +1,103 @@
+"""Tables of results: the score table, the paper's reference rows, merged run tables."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from importlib import resources
+
+from .protocol import PAPER_SUBSET_ORDER, SUBSETS, SUBSETS_BY_KEY
+
+# The paper's column titles, in its order: GPR, Land., Sketch, iNat, INST, SOP, Faces.
+PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("map", "GPR"),
+    ("map_landmarks", "Land."),
+    ("map_sketch", "Sketch"),
+    ("map_inat", "iNat"),
+    ("map_instre", "INST"),
+    ("map_sop", "SOP"),
+    ("map_faces", "Faces"),
+)
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of the paper's Tables 2-3 (mAP in percent, one decimal)."""
+
+    key: str
+    network: str
+    training: str
+    scores: dict[str, float]  # "map", "map_landmarks", ... in percent
+    timm_name: str
+    dim: str
+    image_size: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.network} ({self.training})"
+
+
+def paper_results() -> list[PaperRow]:
+    """The paper's result table, shipped as reference data."""
+    text = resources.files("gpr1200_hf").joinpath("data/paper_results.csv").read_text()
+    rows = []
+    for rec in csv.DictReader(text.splitlines()):
+        scores = {"map": float(rec["gpr_map"])}
+        for key in PAPER_SUBSET_ORDER:
+            scores[f"map_{key}"] = float(rec[f"{key}_map"])
+        rows.append(
+            PaperRow(
+                rec["key"],
+                rec["network"],
+                rec["training"],
+                scores,
+                rec["timm_name"],
+                rec["dim"],
+                rec["image_size"],
+            )
+        )
+    return rows
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *[line(r) for r in rows]])
+
+
+def score_table(result: dict[str, float]) -> str:
+    """Overall and per-subset mAP (percent, one decimal, as the paper) and the exact value."""
+    rows = [["GPR1200 (all)", "map", pct(result["map"]), f"{result['map']:.6f}"]]
+    for subset in SUBSETS:
+        key = f"map_{subset.key}"
+        if key in result:
+            rows.append([subset.display_name, key, pct(result[key]), f"{result[key]:.6f}"])
+    for key in ("map_at_r", "precision_at_1", "r_precision"):
+        if key in result:
+            rows.append(["(query excluded)", key, pct(result[key]), f"{result[key]:.6f}"])
+    return markdown_table(["subset", "key", "%", "value"], rows)
+
+
+def paper_layout_table(
+    runs: list[tuple[str, dict[str, float]]], paper: list[PaperRow] | None = None
+) -> str:
+    """Runs (name, score dict in [0, 1]) and paper rows in the paper's column layout."""
+    header = ["model", *[title for _, title in PAPER_COLUMNS]]
+    rows = [[name, *[pct(res.get(key)) for key, _ in PAPER_COLUMNS]] for name, res in runs]
+    for row in paper or []:
+        rows.append(
+            [f"paper: {row.label}", *[f"{row.scores[key]:.1f}" for key, _ in PAPER_COLUMNS]]
+        )
+    return markdown_table(header, rows)
+
+
+def subset_display_name(key: str) -> str:
+    return SUBSETS_BY_KEY[key].display_name
