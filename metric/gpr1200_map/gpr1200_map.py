@@ -1,0 +1,128 @@
+"""GPR1200 mAP: the evaluate metric for the GPR1200 image-retrieval benchmark.
+
+The maths lives in the ``gpr1200_hf`` package (one implementation); this module adapts it to the
+``evaluate`` API: one-shot ``compute``, streaming ``add_batch``, and evaluate's distributed mode.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+import gpr1200_hf
+from gpr1200_hf.ranking import InputError
+
+_CITATION = gpr1200_hf.protocol.CITATION
+
+_DESCRIPTION = """\
+GPR1200 mAP scores image embeddings (or precomputed rankings) with the protocol of the GPR1200
+benchmark (Schall et al. 2022): every image queries all images, itself included, and the score
+is the mean of the per-query average precision over the whole ranked list ("full mAP"),
+reported overall and for each of the six subsets (GLDv2, iNat, IN-Sketch, INSTRE, SOP,
+IMDB-Faces). MAP@R, precision@1 and R-precision (query excluded) come along.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: embeddings, an (N, D) float array (one row per image), or, with
+        ``mode="indices"``, an (N, K) array of ranked dataset positions per query.
+    references: one integer label (GPR1200 category ID) per row. Omit it for the 12000 GPR1200
+        images in canonical order (ascending category ID, then file name).
+    metric: "cosine" (default; dot product of L2-normalised vectors), "ip" (raw inner product)
+        or "l2" (ascending Euclidean distance).
+    ties: "expected" (default; exact expectation over orderings of tied scores), "stable"
+        (dataset order), "optimistic" (relevant first) or "pessimistic" (relevant last).
+    include_self: keep each query in its own ranked list (default True, the official protocol).
+    mode: "embeddings" (default) or "indices".
+    normalize: indices mode only: "relevant" (default, true AP@K) or "retrieved" (divide by the
+        relevant items found in the K, as the official script does for truncated lists).
+Returns:
+    map: mean average precision over all queries, in [0, 1].
+    map_landmarks, map_inat, map_sketch, map_instre, map_sop, map_faces: the same over the
+        queries of each subset present, in [0, 1].
+    map_at_r, precision_at_1, r_precision: query excluded, in [0, 1].
+Examples:
+    >>> import numpy as np
+    >>> gpr1200_map = evaluate.load("metric/gpr1200_map")
+    >>> embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> labels = [0, 0, 1, 1]
+    >>> results = gpr1200_map.compute(predictions=embeddings, references=labels)
+    >>> results["map"], results["map_landmarks"], results["precision_at_1"]
+    (1.0, 1.0, 1.0)
+    >>> results = gpr1200_map.compute(predictions=embeddings, references=[0, 1, 0, 1])
+    >>> round(results["map"], 4)
+    0.7917
+"""
+
+_NO_LABEL = -1  # stands for "canonical GPR1200 label" in streamed batches
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Gpr1200Map(evaluate.Metric):
+    """GPR1200 full mAP, per-subset mAP, MAP@R, precision@1 and R-precision."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            module_type="metric",
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float32")),
+                    "references": datasets.Value("int64"),
+                }
+            ),
+            homepage="https://github.com/Visual-Computing/GPR1200",
+            codebase_urls=["https://github.com/Visual-Computing/GPR1200"],
+            reference_urls=["https://arxiv.org/abs/2111.13122"],
+        )
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """One-shot calls in a single process skip evaluate's Arrow round trip."""
+        if predictions is not None and self.writer is None and self.num_process == 1:
+            return self._compute(predictions, references, **kwargs)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Checks the batch (clear errors, nothing written on failure), then stores it."""
+        rows = np.asarray(predictions)
+        if rows.ndim != 2:
+            raise InputError(
+                f"a batch of predictions must be 2-D (rows x dims), got shape {rows.shape}"
+            )
+        if not np.issubdtype(rows.dtype, np.number):
+            raise InputError(f"predictions must be numeric, got dtype {rows.dtype}")
+        if not np.isfinite(rows).all():
+            raise InputError("predictions contain NaN or inf; fix the extractor output")
+        if np.abs(rows).max(initial=0) >= 2**24 and np.issubdtype(rows.dtype, np.integer):
+            raise InputError("indices >= 2**24 cannot be streamed; call compute() directly")
+        if references is None:
+            references = np.full(rows.shape[0], _NO_LABEL, dtype=np.int64)
+        refs = gpr1200_hf.ranking.resolve_labels(references, rows.shape[0])
+        return super().add_batch(predictions=rows, references=refs, **kwargs)
+
+    def _compute(
+        self,
+        predictions,
+        references=None,
+        metric="cosine",
+        ties="expected",
+        include_self=True,
+        mode="embeddings",
+        normalize="relevant",
+    ):
+        predictions = np.asarray(predictions)
+        if references is not None:
+            references = np.asarray(references)
+            if references.size and (references == _NO_LABEL).all():
+                references = None
+            elif references.size and (references == _NO_LABEL).any():
+                raise InputError(
+                    "some batches had references and others not; pass them for all or none"
+                )
+        if mode == "indices":
+            return gpr1200_hf.score_indices(predictions, references, normalize=normalize)
+        if mode != "embeddings":
+            raise InputError(f"mode={mode!r} is not supported; choose embeddings or indices")
+        return gpr1200_hf.score(
+            predictions, references, metric=metric, ties=ties, include_self=include_self
+        )
