@@ -45,7 +45,7 @@ Normalize = Literal["relevant", "retrieved"]
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
 TIES: tuple[str, ...] = ("expected", "stable", "optimistic", "pessimistic")
 NORMALIZE: tuple[str, ...] = ("relevant", "retrieved")
-DEFAULT_BLOCK = 1024
+DEFAULT_BLOCK = 256
 
 
 class InputError(ValueError):
@@ -145,12 +145,22 @@ def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray 
     """
     x = validate_embeddings(embeddings, metric)
     if metric == "cosine":
-        norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-        return (x / norms).astype(np.float32), None
+        return _l2_normalized(x), None
     if metric == "ip":
         return np.ascontiguousarray(x, dtype=np.float32), None
     v = np.ascontiguousarray(x, dtype=np.float64)
     return v, np.einsum("ij,ij->i", v, v)
+
+
+def _l2_normalized(x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Rows over their L2 norm (float64), rounded to float32; in cache-sized chunks."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, x.shape[0], chunk):
+        c = x[start : start + chunk].astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", c, c))
+        np.divide(c, norms[:, None], out=c)
+        out[start : start + chunk] = c
+    return out
 
 
 def pairwise_scores(
@@ -168,23 +178,58 @@ def pairwise_scores(
 # --------------------------------------------------------------------------- counting
 
 
-def _count_against(
-    s: np.ndarray, thresholds: np.ndarray, axis: int, gt: np.ndarray, ge: np.ndarray
-) -> None:
-    """gt[:, k] += #(s > t_k), ge[:, k] += #(s >= t_k) along ``axis`` (1: rows, 0: columns)."""
-    width = s.shape[axis]
-    sum_dtype = np.int16 if width < 2**15 else np.int64
+def _count(
+    s: np.ndarray,
+    thresholds: np.ndarray,
+    axis: int,
+    gt: np.ndarray,
+    ge: np.ndarray,
+    want_ties: bool,
+):
+    """Count, for each query of ``s``, the scores above and at its thresholds.
+
+    ``axis=1``: queries are the rows of ``s``; ``axis=0``: its columns. Adds #(score > t_k) to
+    ``gt[:, k]`` and #(score >= t_k) to ``ge[:, k]``. Slots whose threshold lies above every
+    score of every query here are skipped. With ``want_ties`` returns (queries, others, eq):
+    the elements exactly equal to a threshold of their query, ``eq[i, k]`` telling which.
+    """
+    sum_dtype = np.int16 if s.shape[axis] < 2**15 else np.int64
     buf = np.empty(s.shape, dtype=np.bool_)
     u8 = buf.view(np.uint8)
+    best = s.max(axis=axis)
+    g = np.zeros(thresholds.shape, dtype=np.int64)
+    e = np.zeros(thresholds.shape, dtype=np.int64)
+    by_slot = np.ascontiguousarray(thresholds.T)
     for k in range(thresholds.shape[1]):
-        t = thresholds[:, k]
-        if np.isposinf(t).all():
+        t = by_slot[k]
+        if not np.any(t <= best):
             continue
         t = t[:, None] if axis == 1 else t[None, :]
         np.greater(s, t, out=buf)
-        gt[:, k] += u8.sum(axis=axis, dtype=sum_dtype)
+        g[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
         np.greater_equal(s, t, out=buf)
-        ge[:, k] += u8.sum(axis=axis, dtype=sum_dtype)
+        e[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
+    gt += g
+    ge += e
+    if not want_ties:
+        return None
+    queries, others = [], []
+    for q in np.flatnonzero((e > g).any(axis=1)):
+        scores = s[q] if axis == 1 else s[:, q]
+        hit = np.flatnonzero(np.isin(scores, thresholds[q][e[q] > g[q]]))
+        queries.append(np.full(hit.size, q))
+        others.append(hit)
+    queries = np.concatenate(queries) if queries else np.zeros(0, dtype=np.int64)
+    others = np.concatenate(others) if others else np.zeros(0, dtype=np.int64)
+    scores = s[queries, others] if axis == 1 else s[others, queries]
+    return queries, others, scores[:, None] == thresholds[queries]
+
+
+def _record_ties(thresholds, queries, others, eq, query_ids, other_pos, out: dict) -> None:
+    """Store input positions of non-relevant items tied with a relevant score (``stable``)."""
+    for i, k in zip(*np.nonzero(eq)):
+        key = (int(query_ids[queries[i]]), float(thresholds[queries[i], k]))
+        out.setdefault(key, set()).add(int(other_pos[others[i]]))
 
 
 def _workers() -> int:
@@ -196,7 +241,7 @@ def _workers() -> int:
 
 @contextmanager
 def _single_threaded_blas() -> Iterator[bool]:
-    """Pin BLAS to one thread so block workers can run side by side (needs threadpoolctl).
+    """Pin BLAS to one thread so strip workers can run side by side (needs threadpoolctl).
 
     Yields whether parallel workers are worthwhile: without threadpoolctl, BLAS keeps its own
     threads (which spin after each call and would starve counting threads).
@@ -235,38 +280,25 @@ def _blocks(class_ids: np.ndarray, target: int) -> list[slice]:
     return blocks
 
 
-def _record_ties(
-    s: np.ndarray,
-    thresholds: np.ndarray,
-    eq_extra: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    relevant_mask: np.ndarray | None,
-    out: dict,
-) -> None:
-    """Store the positions of non-relevant items tied with a relevant score (``stable`` only)."""
-    for a, k in zip(*np.nonzero(eq_extra > 0)):
-        value = thresholds[a, k]
-        hit = s[a] == value
-        if relevant_mask is not None:
-            hit &= ~relevant_mask[a]
-        key = (int(rows[a]), float(value))
-        out.setdefault(key, set()).update(cols[hit].tolist())
+class _StripCounter:
+    """Counts strips of the upper triangle into its own accumulators (one per worker).
 
+    Phase 1 (``diagonal``) scores each class-aligned diagonal block, which holds every relevant
+    pair of its rows, so it fixes all thresholds; the block is kept so that phase 2 counts the
+    very same numbers. Phase 2 (``strip``) scores rows ``blk`` against columns ``[c0, c1)`` at
+    or right of the block and counts every element twice: for its row's query and, right of the
+    diagonal block, for its column's query. Wide strips keep numpy's inner loops long.
+    """
 
-class _BlockCounter:
-    """Counts one similarity block at a time into its own accumulators (one per worker)."""
-
-    def __init__(self, v, offset, class_ids, input_pos, sizes, c: _Counts, track_ties: bool):
+    def __init__(self, v, offset, class_ids, input_pos, sizes, c: _Counts, diag: dict, ties):
         self.v, self.offset, self.class_ids = v, offset, class_ids
-        self.input_pos, self.sizes, self.c = input_pos, sizes, c
+        self.input_pos, self.sizes, self.c, self.diag = input_pos, sizes, c, diag
         self.gt = np.zeros_like(c.gt)
         self.ge = np.zeros_like(c.ge)
-        self.ties: dict | None = {} if track_ties else None
+        self.ties: dict | None = {} if ties else None
 
     def diagonal(self, blk: slice) -> None:
-        """A block on the diagonal: it holds every relevant pair of its rows."""
-        c, m = self.c, self.c.thresholds.shape[1]
+        c = self.c
         s = pairwise_scores(self.v, self.offset, blk, blk)
         local = self.class_ids[blk]
         lo = blk.start
@@ -279,46 +311,35 @@ class _BlockCounter:
             c.thresholds[rows, : ce - cs] = np.take_along_axis(sub, order, axis=1)
             c.self_slot[rows] = np.argmax(order == np.arange(ce - cs)[:, None], axis=1)
             c.slot_member[rows, : ce - cs] = lo + cs + order
-        t_blk = c.thresholds[blk]
-        g_loc = np.zeros((s.shape[0], m), dtype=np.int64)
-        e_loc = np.zeros_like(g_loc)
-        _count_against(s, t_blk, 1, g_loc, e_loc)
-        self.gt[blk] += g_loc
-        self.ge[blk] += e_loc
-        if self.ties is not None:
-            # Relevant items tied with slot k are the slots holding the same value.
-            rel_eq = (t_blk[:, :, None] == t_blk[:, None, :]).sum(axis=2)
-            extra = (e_loc - g_loc) - rel_eq
-            extra[np.isposinf(t_blk)] = 0
-            if extra.any():
-                rel_mask = local[:, None] == local[None, :]
-                rows = np.arange(blk.start, blk.stop)
-                _record_ties(s, t_blk, extra, rows, self.input_pos[blk], rel_mask, self.ties)
+        self.diag[blk.start] = s
 
-    def off_diagonal(self, bi: slice, bj: slice) -> None:
-        """A block above the diagonal, counted for its rows and (transposed) its columns."""
-        c, m = self.c, self.c.thresholds.shape[1]
-        s = pairwise_scores(self.v, self.offset, bi, bj)
-        t_i, t_j = c.thresholds[bi], c.thresholds[bj]
-        g_r = np.zeros((s.shape[0], m), dtype=np.int64)
-        e_r = np.zeros_like(g_r)
-        _count_against(s, t_i, 1, g_r, e_r)
-        g_c = np.zeros((s.shape[1], m), dtype=np.int64)
-        e_c = np.zeros_like(g_c)
-        _count_against(s, t_j, 0, g_c, e_c)
-        self.gt[bi] += g_r
-        self.ge[bi] += e_r
-        self.gt[bj] += g_c
-        self.ge[bj] += e_c
-        if self.ties is not None:
-            rows_i, rows_j = np.arange(bi.start, bi.stop), np.arange(bj.start, bj.stop)
-            if (e_r - g_r).any():
-                _record_ties(s, t_i, e_r - g_r, rows_i, self.input_pos[bj], None, self.ties)
-            if (e_c - g_c).any():
-                _record_ties(s.T, t_j, e_c - g_c, rows_j, self.input_pos[bi], None, self.ties)
+    def strip(self, blk: slice, c0: int, c1: int) -> None:
+        c, want = self.c, self.ties is not None
+        if c0 == blk.start:  # the strip starts with the diagonal block, already scored
+            s = np.empty((blk.stop - blk.start, c1 - c0), dtype=self.v.dtype)
+            width = blk.stop - blk.start
+            s[:, :width] = self.diag[blk.start]
+            if c1 > blk.stop:
+                s[:, width:] = pairwise_scores(self.v, self.offset, blk, slice(blk.stop, c1))
+        else:
+            s = pairwise_scores(self.v, self.offset, blk, slice(c0, c1))
+        rows = np.arange(blk.start, blk.stop)
+        pairs = _count(s, c.thresholds[blk], 1, self.gt[blk], self.ge[blk], want)
+        if pairs is not None:
+            q, o, eq = pairs
+            other = self.class_ids[rows[q]] != self.class_ids[c0 + o]  # relevant: no tie
+            pos = self.input_pos[c0:c1]
+            _record_ties(c.thresholds[blk], q[other], o[other], eq[other], rows, pos, self.ties)
+        off = max(0, blk.stop - c0)
+        if off < c1 - c0:
+            cols = slice(c0 + off, c1)
+            pairs = _count(s[:, off:], c.thresholds[cols], 0, self.gt[cols], self.ge[cols], want)
+            if pairs is not None:
+                ids = np.arange(cols.start, cols.stop)
+                _record_ties(c.thresholds[cols], *pairs, ids, self.input_pos[blk], self.ties)
 
 
-def _run_all(tasks: list, workers: list[_BlockCounter], pool) -> None:
+def _run_all(tasks: list, workers: list[_StripCounter], pool) -> None:
     """Run ``tasks`` (method name, args) spread over the workers, each pulling the next task."""
     if pool is None:
         for name, args in tasks:
@@ -327,7 +348,7 @@ def _run_all(tasks: list, workers: list[_BlockCounter], pool) -> None:
     it = iter(tasks)
     lock = threading.Lock()
 
-    def drain(worker: _BlockCounter) -> None:
+    def drain(worker: _StripCounter) -> None:
         while True:
             with lock:
                 task = next(it, None)
@@ -337,6 +358,9 @@ def _run_all(tasks: list, workers: list[_BlockCounter], pool) -> None:
 
     for job in [pool.submit(drain, w) for w in workers]:
         job.result()
+
+
+STRIP_WIDTH = 8192
 
 
 def _rank_counts(
@@ -362,17 +386,22 @@ def _rank_counts(
     )
     blocks = _blocks(class_ids, block)
     diagonal = [("diagonal", (b,)) for b in blocks]
-    upper = [("off_diagonal", (bi, bj)) for i, bi in enumerate(blocks) for bj in blocks[i + 1 :]]
+    strips = []
+    for b in blocks:
+        width = max(STRIP_WIDTH, b.stop - b.start)
+        strips += [("strip", (b, c0, min(c0 + width, n))) for c0 in range(b.start, n, width)]
+    strips.sort(key=lambda task: task[1][2] - task[1][1], reverse=True)  # big first: balance
+    diag: dict[int, np.ndarray] = {}
     with _single_threaded_blas() as parallel:
-        n_workers = min(_workers(), len(blocks)) if parallel else 1
+        n_workers = min(_workers(), len(strips)) if parallel else 1
         workers = [
-            _BlockCounter(v, offset, class_ids, input_pos, sizes, counts, track_ties)
+            _StripCounter(v, offset, class_ids, input_pos, sizes, counts, diag, track_ties)
             for _ in range(n_workers)
         ]
         pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
         try:
             _run_all(diagonal, workers, pool)  # all thresholds are known after this
-            _run_all(upper, workers, pool)
+            _run_all(strips, workers, pool)
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -483,9 +512,10 @@ def rank_metrics(
     v, offset = prepare(embeddings, metric)
     y = resolve_labels(labels, v.shape[0])
     order, class_ids = _class_structure(y, need_pairs=True)
-    v = v[order]
-    if offset is not None:
-        offset = offset[order]
+    if np.any(order[1:] < order[:-1]):  # not already grouped by label
+        v = v[order]
+        if offset is not None:
+            offset = offset[order]
     counts = _rank_counts(v, offset, class_ids, order, block_size, track_ties=ties == "stable")
     n_items, m = counts.thresholds.shape
     harmonic = _harmonic(n_items + 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -210,3 +212,25 @@ def test_zero_vectors_are_fine_without_cosine():
     y = [0, 0, 1, 1]
     for metric in ("ip", "l2"):
         _check(x, np.array(y), metric, "expected", True, 2)
+
+
+def test_serial_path_without_threadpoolctl_gives_identical_results(monkeypatch):
+    rng = np.random.default_rng(11)
+    y = _labels(rng, 40, 2, 8)
+    x = rng.integers(-2, 3, (y.size, 4)).astype(np.float32)
+    parallel = g.rank_metrics(x, y, metric="ip", ties="stable", block_size=16)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import now fails
+    serial = g.rank_metrics(x, y, metric="ip", ties="stable", block_size=16)
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(serial, f), getattr(parallel, f))
+
+
+def test_strips_narrower_than_the_matrix(monkeypatch):
+    from gpr1200_hf import ranking
+
+    rng = np.random.default_rng(12)
+    y = _labels(rng, 25, 2, 6)
+    x = rng.integers(-1, 2, (y.size, 3)).astype(np.float32)
+    monkeypatch.setattr(ranking, "STRIP_WIDTH", 7)
+    for ties in TIES:
+        _check(x, y, "ip", ties, True, block_size=5)
