@@ -229,8 +229,8 @@ def test_strips_narrower_than_the_matrix(monkeypatch):
     from gpr1200_hf import ranking
 
     rng = np.random.default_rng(12)
-    y = _labels(rng, 25, 2, 6)
-    x = rng.integers(-1, 2, (y.size, 3)).astype(np.float32)
+    y = _labels(rng, 12, 2, 5)
+    x = rng.integers(-2, 3, (y.size, 3)).astype(np.float32)
     monkeypatch.setattr(ranking, "STRIP_WIDTH", 7)
     for ties in TIES:
         _check(x, y, "ip", ties, True, block_size=5)
