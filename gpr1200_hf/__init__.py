@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import protocol
+from .errors import DataError, InputError
 from .protocol import SUBSETS, canonical_labels
-from .ranking import InputError, RankingResult, rank_metrics
+from .ranking import RankingResult, rank_metrics
 from .scoring import (
     average_precisions,
     rank_metrics_from_indices,
@@ -21,9 +22,12 @@ METRIC_PATH = str(Path(__file__).resolve().parent / "metric" / "gpr1200_map")
 __all__ = [
     "METRIC_PATH",
     "SUBSETS",
+    "DataError",
     "InputError",
     "RankingResult",
     "average_precisions",
+    "load_gpr1200",
+    "load_metric",
     "canonical_labels",
     "protocol",
     "rank_metrics",
@@ -31,3 +35,17 @@ __all__ = [
     "score",
     "score_indices",
 ]
+
+
+def load_gpr1200(*args, **kwargs):
+    """GPR1200 as a ``datasets.Dataset`` (see ``gpr1200_hf.dataset.load_gpr1200``)."""
+    from .dataset import load_gpr1200 as _load
+
+    return _load(*args, **kwargs)
+
+
+def load_metric(**kwargs):
+    """The ``gpr1200_map`` evaluate metric shipped with this package."""
+    import evaluate
+
+    return evaluate.load(METRIC_PATH, **kwargs)

@@ -92,6 +92,69 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dataset
+
+
+def _make_demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", help="folder to write images/ (or GPR1200.zip) and the JSON into")
+    p.add_argument("--per-subset", type=int, default=4, help="categories per subset (1-200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zip", action="store_true", help="write GPR1200.zip instead of images/")
+    p.add_argument("--min-size", type=int, default=96, help="smallest image side in pixels")
+    p.add_argument("--max-size", type=int, default=160, help="largest image side in pixels")
+
+
+@command("make-demo", _make_demo_args)
+def cmd_make_demo(args: argparse.Namespace) -> int:
+    """Write a generated sample in the official GPR1200 format (offline quick start)."""
+    from .demo import make_demo
+
+    if not 1 <= args.per_subset <= 200:
+        raise InputError("--per-subset must be between 1 and 200")
+    if not 16 <= args.min_size <= args.max_size:
+        raise InputError("image sizes need 16 <= --min-size <= --max-size")
+    data, categories = make_demo(
+        args.out_dir,
+        per_subset=args.per_subset,
+        seed=args.seed,
+        size=(args.min_size, args.max_size),
+        as_zip=args.zip,
+    )
+    print(f"wrote {data} and {categories}")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", help="dataset repo folder to write (data/*.parquet + README.md)")
+    p.add_argument("--source", required=True, help="GPR1200.zip or a folder with images/")
+    p.add_argument("--categories", help="category JSON (default: download, sha256-checked)")
+    p.add_argument(
+        "--no-strict", action="store_true", help="accept a sample with fewer than 1200 categories"
+    )
+    p.add_argument("--repo-id", default="<org>/gpr1200", help="repo id named in the card")
+    p.add_argument("--push", metavar="REPO_ID", help="upload the folder to this dataset repo")
+    p.add_argument("--cache-dir", help="datasets cache folder")
+
+
+@command("export-hub", _export_args)
+def cmd_export_hub(args: argparse.Namespace) -> int:
+    """Export GPR1200 as a Hub dataset repo folder (parquet shards and a card)."""
+    from .hub import export_hub, push_folder
+
+    out = export_hub(
+        args.out_dir,
+        args.source,
+        categories=args.categories,
+        strict=not args.no_strict,
+        cache_dir=args.cache_dir,
+        repo_id=args.push or args.repo_id,
+    )
+    print(f"wrote {out}")
+    if args.push:
+        print(push_folder(out, args.push))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from . import protocol
+from .errors import InputError
 
 Metric = Literal["cosine", "ip", "l2"]
 Ties = Literal["expected", "stable", "optimistic", "pessimistic"]
@@ -46,10 +47,6 @@ METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
 TIES: tuple[str, ...] = ("expected", "stable", "optimistic", "pessimistic")
 NORMALIZE: tuple[str, ...] = ("relevant", "retrieved")
 DEFAULT_BLOCK = 256
-
-
-class InputError(ValueError):
-    """Bad input to a metric: the message names the problem and the fix."""
 
 
 # --------------------------------------------------------------------------- validation

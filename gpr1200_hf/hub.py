@@ -1,0 +1,109 @@
+"""Hub-ready export of GPR1200: parquet shards with embedded image bytes and a dataset card."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from . import __version__, protocol
+from .dataset import load_gpr1200
+
+LICENSE_TEXT = (
+    "The images are provided for **non-commercial research and educational purposes only**. "
+    "Copyright of every image stays with its original owner; the six source datasets (Google "
+    "Landmarks v2, iNaturalist, ImageNet-Sketch, INSTRE, Stanford Online Products, IMDB-WIKI) "
+    "keep their own terms. Images will be removed on request of a rights holder: open a "
+    "discussion on this repository. By downloading you agree to these terms."
+)
+MAX_SHARD_BYTES = 500 * 2**20
+
+
+def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
+    data = DatasetCardData(
+        license="other",
+        license_name="gpr1200-research-only",
+        pretty_name="GPR1200",
+        task_categories=["image-feature-extraction"],
+        tags=["image-retrieval", "benchmark", "gpr1200"],
+        size_categories=["10K<n<100K"]
+        if len(ds) >= 10_000
+        else ["n<1K", "1K<n<10K"][int(len(ds) >= 1000)],
+        extra_gated_prompt="You agree to use GPR1200 for non-commercial research only.",
+        extra_gated_fields={"I agree to the license terms": "checkbox"},
+    )
+    info = ds.info.copy()
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    MetadataConfigs(
+        {"default": {"data_files": [{"split": "test", "path": "data/test-*"}]}}
+    ).to_dataset_card_data(data)
+    ids = ds["category_id"]
+    subsets = [
+        {
+            "key": s.key,
+            "display_name": s.display_name,
+            "source": s.source,
+            "first": s.first_category,
+            "last": s.last_category,
+            "count": len({i for i in ids if s.first_category <= i <= s.last_category}),
+        }
+        for s in protocol.SUBSETS
+    ]
+    template = resources.files("gpr1200_hf").joinpath("templates/README.md").read_text()
+    return DatasetCard.from_template(
+        data,
+        template_str=template,
+        num_images=len(ds),
+        num_categories=len(set(ids)),
+        images_per_category=protocol.IMAGES_PER_CATEGORY,
+        subsets=subsets,
+        repo_id=repo_id,
+        license_text=LICENSE_TEXT,
+        citation=protocol.CITATION,
+        version=__version__,
+        source_name=source_name,
+    )
+
+
+def export_hub(
+    out_dir: str | Path,
+    source: str | Path,
+    *,
+    categories: str | Path | None = None,
+    strict: bool = True,
+    cache_dir: str | Path | None = None,
+    repo_id: str = "<org>/gpr1200",
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+) -> Path:
+    """Write a dataset repo folder: ``data/test-0000i-of-0000n.parquet`` + ``README.md``.
+
+    ``datasets.load_dataset(out_dir)`` then returns the rows, order and features of
+    ``load_gpr1200``. The folder holds no ``.py`` file (datasets would take it for a script).
+    """
+    ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
+    out = Path(out_dir)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for old in (out / "data").glob("test-*.parquet"):
+        old.unlink()
+    num_shards = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
+    for i in range(num_shards):
+        shard = ds.shard(num_shards, i, contiguous=True)
+        # The builder stores image bytes (never paths), so the parquet embeds them.
+        shard.to_parquet(str(out / "data" / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
+    _card(ds, repo_id, Path(source).name).save(out / "README.md")
+    return out
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = True) -> str:
+    """Upload an exported folder to a (private by default) dataset repo on the Hub."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+    return str(info)
