@@ -155,6 +155,119 @@ def cmd_export_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="Hub id, local folder, or baseline:color-hist (default with --demo: the baseline)",
+    )
+    p.add_argument("--revision", help="model revision (branch, tag or commit)")
+    p.add_argument(
+        "--data",
+        help="GPR1200.zip, an images/ folder (or a sample of it), an "
+        "exported folder or a Hub dataset id",
+    )
+    p.add_argument("--categories", help="category JSON (default: next to --data, else download)")
+    p.add_argument(
+        "--pooling",
+        choices=["cls", "mean", "pooler", "image_features"],
+        help="override the per-family default",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--output-dir", default="gpr1200-runs")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="generate the demo sample and run the baseline (and --model) on it",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow custom model code from the checkpoint (off by default)",
+    )
+    p.add_argument("--metric", choices=METRICS, default="cosine")
+    p.add_argument("--ties", choices=TIES, default="expected")
+    p.add_argument("--exclude-self", action="store_true")
+    p.add_argument("--chunk-rows", type=int, help="rows per cache chunk (default 1024)")
+    p.add_argument("--max-chunks", type=int, help="stop after this many new chunks (resume later)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("evaluate", _evaluate_args)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Embed GPR1200 with a model, score it and report beside the paper's rows."""
+    from .report import paper_layout_table, paper_results
+    from .runner import DEFAULT_PAPER_ROWS, evaluate_model
+
+    models = [args.model] if args.model else []
+    if args.demo and "baseline:color-hist" not in models:
+        models.insert(0, "baseline:color-hist")
+    if not models:
+        raise InputError("name a model: --model ORG/NAME, a local folder, or baseline:color-hist")
+    runs = []
+    for model in models:
+        res = evaluate_model(
+            model,
+            revision=args.revision,
+            data=args.data,
+            categories=args.categories,
+            pooling=None if model.startswith("baseline:") else args.pooling,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            workers=args.workers,
+            output_dir=args.output_dir,
+            demo=args.demo,
+            trust_remote_code=args.trust_remote_code,
+            metric=args.metric,
+            ties=args.ties,
+            include_self=not args.exclude_self,
+            chunk_rows=args.chunk_rows,
+            max_chunks=args.max_chunks,
+            progress=not args.no_progress,
+        )
+        if res is None:
+            continue
+        runs.append(res)
+        print(f"{model}: wrote {res['run_dir']}")
+    if runs:
+        if not runs[0]["data"]["full_benchmark"]:
+            print(
+                f"note: scored a sample ({runs[0]['data']['num_images']} images); numbers are "
+                "not comparable with the paper's"
+            )
+        paper = [r for r in paper_results() if r.label in DEFAULT_PAPER_ROWS]
+        print(paper_layout_table([(r["model"], r["metrics"]) for r in runs], paper))
+    return 0
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="results.json files or run folders")
+    p.add_argument("--out", required=True, help="table.md or table.csv")
+    p.add_argument("--paper", action="store_true", help="append the paper's rows")
+
+
+@command("build", _build_args)
+def cmd_build(args: argparse.Namespace) -> int:
+    """Merge several runs' results.json into one table (markdown or CSV)."""
+    from .report import build_table
+
+    out = Path(args.out)
+    if out.suffix not in (".md", ".csv"):
+        raise InputError("--out must end in .md or .csv")
+    from .runner import load_results
+
+    runs = [load_results(p) for p in args.results]
+    out.write_text(build_table(runs, fmt=out.suffix[1:], paper=args.paper))
+    print(f"wrote {out} ({len(runs)} runs)")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -131,6 +131,7 @@ def make_demo(
     size: tuple[int, int] = (96, 160),
     as_zip: bool = False,
     quality: int = 90,
+    workers: int = 1,
 ) -> tuple[Path, Path]:
     """Write a sample in the official format; returns (images folder or zip, category JSON).
 
@@ -143,15 +144,17 @@ def make_demo(
     out.mkdir(parents=True, exist_ok=True)
     ids = sample_categories(per_subset, seed)
     texts = {str(i): f"not in this demo sample (category {i})" for i in range(1200)}
-    files: list[tuple[str, bytes]] = []
     for cid in ids:
-        proto = prototype(cid, seed)
-        texts[str(cid)] = proto.text
-        for j in range(protocol.IMAGES_PER_CATEGORY):
-            rng = np.random.default_rng([seed, cid, j])
-            side = int(rng.integers(size[0], size[1] + 1))
-            buf = _encode(render(proto, j, seed, side), quality)
-            files.append((f"{cid}_{proto.shape}_{j:02d}_demo.jpg", buf))
+        texts[str(cid)] = prototype(cid, seed).text
+    jobs = [(cid, seed, size, quality) for cid in ids]
+    if workers > 1:
+        from multiprocessing import Pool
+
+        with Pool(workers) as pool:
+            rendered = pool.starmap(_category_files, jobs)
+    else:
+        rendered = [_category_files(*job) for job in jobs]
+    files = [f for per_category in rendered for f in per_category]
     categories = out / CATEGORIES_FILE
     categories.write_text(json.dumps(texts, indent=0, ensure_ascii=False))
     if as_zip:
@@ -165,6 +168,22 @@ def make_demo(
     for name, data in files:
         (images / name).write_bytes(data)
     return images, categories
+
+
+def _category_files(cid: int, seed: int, size, quality: int) -> list[tuple[str, bytes]]:
+    """The 10 encoded images of one category."""
+    proto = prototype(cid, seed)
+    files = []
+    for j in range(protocol.IMAGES_PER_CATEGORY):
+        rng = np.random.default_rng([seed, cid, j])
+        side = int(rng.integers(size[0], size[1] + 1))
+        files.append(
+            (
+                f"{cid}_{proto.shape}_{j:02d}_demo.jpg",
+                _encode(render(proto, j, seed, side), quality),
+            )
+        )
+    return files
 
 
 def _encode(img: Image.Image, quality: int) -> bytes:

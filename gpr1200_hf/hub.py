@@ -42,7 +42,7 @@ def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
     MetadataConfigs(
         {"default": {"data_files": [{"split": "test", "path": "data/test-*"}]}}
     ).to_dataset_card_data(data)
-    ids = ds["category_id"]
+    ids = list(ds["category_id"])
     subsets = [
         {
             "key": s.key,

@@ -101,3 +101,48 @@ def paper_layout_table(
 
 def subset_display_name(key: str) -> str:
     return SUBSETS_BY_KEY[key].display_name
+
+
+def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
+    """One row per run (results.json dicts): model, pooling, dtype, paper columns, extras."""
+    import csv
+    import io
+
+    extras = [("map_at_r", "MAP@R"), ("precision_at_1", "P@1"), ("r_precision", "R-prec")]
+    header = [
+        "model",
+        "pooling",
+        "dtype",
+        *[t for _, t in PAPER_COLUMNS],
+        *[t for _, t in extras],
+        "images",
+    ]
+    rows = []
+    for run in sorted(runs, key=lambda r: -r["metrics"]["map"]):
+        m = run["metrics"]
+        rows.append(
+            [
+                run["model"],
+                run.get("pooling", ""),
+                run.get("dtype", ""),
+                *[pct(m.get(k)) for k, _ in PAPER_COLUMNS + tuple(extras)],
+                str(run.get("data", {}).get("num_images", "")),
+            ]
+        )
+    if paper:
+        for row in paper_results():
+            rows.append(
+                [
+                    f"paper: {row.label}",
+                    "",
+                    "",
+                    *[f"{row.scores[k]:.1f}" for k, _ in PAPER_COLUMNS],
+                    *["-"] * len(extras),
+                    "12000",
+                ]
+            )
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf).writerows([header, *rows])
+        return buf.getvalue()
+    return markdown_table(header, rows) + "\n"

@@ -1,0 +1,199 @@
+"""Embedders: a registry of model loaders and poolings, one entry per model family.
+
+An ``Embedder`` turns a list of RGB PIL images into a batch (``preprocess``, run in DataLoader
+workers) and a batch into L2-normalised float32 embeddings (``embed``, on the device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+POOLINGS = ("cls", "mean", "pooler", "image_features")
+
+# Default pooling per transformers ``model_type`` (override with --pooling).
+DEFAULT_POOLING: dict[str, str] = {
+    "clip": "image_features",
+    "siglip": "image_features",
+    "siglip2": "image_features",
+    "dinov2": "pooler",
+    "dinov2_with_registers": "pooler",
+    "dinov3_vit": "pooler",
+    "dinov3_convnext": "pooler",
+    "vit": "cls",  # post-layernorm CLS; the tanh pooler is absent from classification checkpoints
+    "deit": "cls",
+    "convnext": "pooler",
+    "convnextv2": "pooler",
+    "swin": "pooler",
+    "swinv2": "pooler",
+    "resnet": "pooler",
+    "regnet": "pooler",
+    "timm_wrapper": "pooler",
+}
+
+
+def _cls(model, inputs):
+    return model(**inputs).last_hidden_state[:, 0]
+
+
+def _mean(model, inputs):
+    hidden = model(**inputs).last_hidden_state
+    return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(dim=2)
+
+
+def _pooler(model, inputs):
+    out = model(**inputs).pooler_output
+    if out is None:
+        raise InputError("this model has no pooler_output; choose --pooling cls or mean")
+    return out.flatten(1)
+
+
+def _image_features(model, inputs):
+    out = model.get_image_features(**inputs)
+    return out if not hasattr(out, "pooler_output") else out.pooler_output
+
+
+POOLERS: dict[str, Callable] = {
+    "cls": _cls,
+    "mean": _mean,
+    "pooler": _pooler,
+    "image_features": _image_features,
+}
+
+
+@dataclass
+class Embedder:
+    """What the extraction loop needs from a model (or from the baseline)."""
+
+    name: str
+    revision: str | None
+    pooling: str
+    dtype: str
+    image_size: Any
+    preprocess: Callable[[list], dict]
+    embed: Callable[[dict], np.ndarray]
+    device: str = "cpu"
+    info: dict = field(default_factory=dict)
+
+
+def baseline_embedder(name: str) -> Embedder:
+    """Weight-free ``baseline:color-hist``: colour histogram + texture statistics."""
+    from .baseline import SIDE, color_texture_embedding
+
+    if name != "baseline:color-hist":
+        raise InputError(f"unknown baseline {name!r}; available: baseline:color-hist")
+
+    def preprocess(images):
+        return {"features": np.stack([color_texture_embedding(im) for im in images])}
+
+    def embed(batch):
+        return np.asarray(batch["features"], dtype=np.float32)
+
+    return Embedder(name, None, "color-texture", "fp32", SIDE, preprocess, embed)
+
+
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def _image_size(processor) -> Any:
+    for attr in ("crop_size", "size"):
+        value = getattr(processor, attr, None)
+        if value:
+            return dict(value) if hasattr(value, "items") else value
+    return None
+
+
+def transformers_embedder(
+    model_id: str,
+    *,
+    revision: str | None = None,
+    pooling: str | None = None,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> Embedder:
+    """Any ``AutoModel`` + ``AutoImageProcessor`` checkpoint (Hub id or local folder)."""
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    if dtype not in TORCH_DTYPES:
+        raise InputError(f"dtype {dtype!r} is not supported; choose fp32, fp16 or bf16")
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(model_id, **kwargs)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load model {model_id!r}: {e}") from None
+    pooling = pooling or DEFAULT_POOLING.get(config.model_type, "pooler")
+    if pooling not in POOLERS:
+        raise InputError(f"pooling {pooling!r} is not supported; choose {', '.join(POOLINGS)}")
+    torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
+    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, **kwargs).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
+    pool = POOLERS[pooling]
+    accepted = None
+    if pooling == "image_features":
+        import inspect
+
+        accepted = set(inspect.signature(model.get_image_features).parameters)
+
+    def preprocess(images):
+        batch = processor(images=images, return_tensors="pt")
+        return dict(batch)
+
+    @torch.inference_mode()
+    def embed(batch):
+        inputs = {}
+        for k, v in batch.items():
+            if accepted is not None and k not in accepted:
+                continue
+            v = v.to(device)
+            inputs[k] = v.to(torch_dtype) if v.is_floating_point() else v
+        out = pool(model, inputs).float()
+        out = torch.nn.functional.normalize(out, dim=-1)
+        return out.cpu().numpy()
+
+    commit = getattr(config, "_commit_hash", None) or revision
+    if commit is None and Path(model_id).is_dir():
+        commit = _folder_hash(Path(model_id))
+    return Embedder(
+        model_id,
+        commit,
+        pooling,
+        dtype,
+        _image_size(processor),
+        preprocess,
+        embed,
+        device,
+        {"model_type": config.model_type},
+    )
+
+
+def _folder_hash(folder: Path) -> str:
+    """Identity of a local model folder: names, sizes and mtimes of its files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return "local-" + h.hexdigest()[:12]
+
+
+# Loaders by prefix; anything else is a transformers checkpoint.
+LOADERS: dict[str, Callable[..., Embedder]] = {
+    "baseline:": lambda name, **_: baseline_embedder(name)
+}
+
+
+def load_embedder(model: str, **kwargs) -> Embedder:
+    for prefix, loader in LOADERS.items():
+        if model.startswith(prefix):
+            return loader(model, **kwargs)
+    return transformers_embedder(model, **kwargs)
