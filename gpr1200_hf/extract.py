@@ -130,20 +130,25 @@ def extract(
     if cached is not None:
         return Extraction(cached[0] if main else None, 0.0, None, 0, True, key)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(
-        json.dumps(
-            {
-                "model": embedder.name,
-                "revision": embedder.revision,
-                "pooling": embedder.pooling,
-                "dtype": embedder.dtype,
-                "dataset": fingerprint,
-                "rows": n,
-            },
-            indent=2,
-        )
-    )
+    if state is not None:  # all processes must see the same finished chunks
+        state.wait_for_everyone()
     done = _done_chunks(folder, key)
+    if state is not None:
+        state.wait_for_everyone()
+    if main:
+        (folder / "run.json").write_text(
+            json.dumps(
+                {
+                    "model": embedder.name,
+                    "revision": embedder.revision,
+                    "pooling": embedder.pooling,
+                    "dtype": embedder.dtype,
+                    "dataset": fingerprint,
+                    "rows": n,
+                },
+                indent=2,
+            )
+        )
     starts = list(range(0, n, chunk_rows))
     pending = [s for s in starts if s not in done]
     if state is not None:  # each process takes every world_size-th pending chunk

@@ -104,8 +104,13 @@ TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 def _image_size(processor) -> Any:
     for attr in ("crop_size", "size"):
         value = getattr(processor, attr, None)
+        if value is None:
+            continue
+        if not isinstance(value, int):
+            items = value.items() if hasattr(value, "items") else vars(value).items()
+            value = {k: v for k, v in items if isinstance(v, int)}
         if value:
-            return dict(value) if hasattr(value, "items") else value
+            return value
     return None
 
 

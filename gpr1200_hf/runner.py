@@ -170,12 +170,15 @@ def evaluate_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if state is not None and device == "cuda":
             device = f"cuda:{state.local_process_index}"
-    source = open_data(
-        data,
-        categories=categories,
-        cache_dir=out / "hf-cache",
-        demo_dir=out / DEMO_DIR if demo else None,
-    )
+    from contextlib import nullcontext
+
+    with state.main_process_first() if state is not None else nullcontext():
+        source = open_data(
+            data,
+            categories=categories,
+            cache_dir=out / "hf-cache",
+            demo_dir=out / DEMO_DIR if demo else None,
+        )
     embedder = load_embedder(
         model,
         revision=revision,
@@ -223,6 +226,7 @@ def evaluate_model(
             "embedding_seconds": round(ext.seconds, 3),
             "images_per_s": None if ext.images_per_s is None else round(ext.images_per_s, 1),
             "from_cache": ext.cached,
+            "computed_images": ext.computed_rows,
             "device": device,
             "batch_size": batch_size,
             "workers": workers,
