@@ -162,9 +162,13 @@ def extract(
         Subset(_Images(images), rows),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=lambda ims: embedder.preprocess([im.convert("RGB") for im in ims]),
+        collate_fn=lambda ims: embedder.preprocess([_rgb(im) for im in ims]),
         persistent_workers=False,
     )
+    # On the CPU, leave the cores that the workers use to them: idle torch threads spin.
+    threads = torch.get_num_threads()
+    if workers and str(embedder.device).startswith("cpu"):
+        torch.set_num_threads(max(1, min(threads, _cores() - workers)))
     t0 = time.perf_counter()
     buffer, chunk_iter = [], iter(pending)
     current = next(chunk_iter, None)
@@ -187,6 +191,7 @@ def extract(
                 current = next(chunk_iter, None)
     bar.close()
     seconds = time.perf_counter() - t0
+    torch.set_num_threads(threads)
     rate = len(rows) / seconds if rows and seconds > 0 else None
     if state is not None:  # gather every process's chunks (no shared filesystem needed)
         from accelerate.utils import gather_object
@@ -220,6 +225,18 @@ def extract(
     for p in folder.glob("chunk-*.safetensors"):
         p.unlink()
     return Extraction(embeddings, seconds, rate, len(rows), False, key)
+
+
+def _rgb(image):
+    """RGB as the official pipeline converts (grayscale, CMYK, palette...); no copy if RGB."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 class _Images:

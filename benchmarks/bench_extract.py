@@ -1,0 +1,107 @@
+"""Embedding throughput: the batched DataLoader pipeline vs a naive one-image-per-forward loop.
+
+Run by hand: ``python benchmarks/bench_extract.py``. Same tiny random ViT (saved with
+``save_pretrained``), same generated images, CPU; prints images/s of both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def tiny_vit(folder: Path, side: int, hidden: int = 32, layers: int = 1) -> Path:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        image_size=side,
+        patch_size=16,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+    )
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    ViTImageProcessor(size={"height": side, "width": side}).save_pretrained(folder)
+    return folder
+
+
+def naive(folder: Path, dataset) -> tuple[float, np.ndarray]:
+    from transformers import AutoImageProcessor, AutoModel
+
+    model = AutoModel.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    out = []
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for row in dataset:
+            inputs = processor(images=[row["image"].convert("RGB")], return_tensors="pt")
+            cls = model(**inputs).last_hidden_state[:, 0]
+            out.append(torch.nn.functional.normalize(cls, dim=-1)[0].numpy())
+    return time.perf_counter() - t, np.stack(out)
+
+
+def hf_pipeline(folder: Path, dataset) -> float:
+    from transformers import pipeline
+
+    extractor = pipeline("image-feature-extraction", model=str(folder), device="cpu")
+    t = time.perf_counter()
+    for row in dataset:
+        extractor(row["image"].convert("RGB"))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--per-subset", type=int, default=8, help="demo categories per subset")
+    ap.add_argument("--side", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=32, help="ViT width (32: tiny, 192: small)")
+    ap.add_argument("--layers", type=int, default=1)
+    args = ap.parse_args()
+    from gpr1200_hf.dataset import load_gpr1200
+    from gpr1200_hf.demo import CATEGORIES_FILE, make_demo
+    from gpr1200_hf.extract import extract
+    from gpr1200_hf.models import load_embedder
+
+    work = Path(tempfile.mkdtemp(prefix="gpr1200-extract-"))
+    make_demo(work / "demo", per_subset=args.per_subset, size=(300, 500))
+    ds = load_gpr1200(
+        work / "demo",
+        categories=work / "demo" / CATEGORIES_FILE,
+        cache_dir=work / "cache",
+        strict=False,
+    )
+    model = tiny_vit(work / "vit", args.side, args.hidden, args.layers)
+    t_naive, ref = naive(model, ds)
+    t_pipe = hf_pipeline(model, ds)
+    embedder = load_embedder(str(model))
+    t0 = time.perf_counter()
+    ext = extract(
+        ds, embedder, work / "emb", batch_size=args.batch_size, workers=args.workers, progress=False
+    )
+    t_ours = time.perf_counter() - t0
+    assert np.allclose(ext.embeddings, ref, atol=1e-4)
+    n = len(ds)
+    print(
+        f"{n} images, random ViT width {args.hidden} x {args.layers} layers ({args.side} px), "
+        f"CPU threads {torch.get_num_threads()}"
+    )
+    print(f"  pipeline('image-feature-extraction') {n / t_pipe:7.1f} images/s")
+    print(f"  naive loop (1 image / forward)   {n / t_naive:7.1f} images/s")
+    print(
+        f"  gpr1200 pipeline (batch {args.batch_size}, {args.workers} workers) "
+        f"{n / t_ours:7.1f} images/s   {t_naive / t_ours:4.1f} x the naive loop, "
+        f"{t_pipe / t_ours:4.1f} x the pipeline"
+    )
+
+
+if __name__ == "__main__":
+    main()
