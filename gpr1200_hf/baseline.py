@@ -30,3 +30,18 @@ def color_texture_embedding(image: Image.Image) -> np.ndarray:
     parts = [np.sqrt(color / color.sum()), np.sqrt(orient / max(orient.sum(), 1e-12)), stats]
     v = np.concatenate(parts).astype(np.float32)
     return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def color_embedding(image: Image.Image) -> np.ndarray:
+    """The colour part alone: a 64-dim L2-normalised joint RGB histogram (a weaker baseline)."""
+    return _unit(color_texture_embedding(image)[: COLOR_BINS**3])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+BASELINES = {
+    "baseline:color-hist": color_texture_embedding,
+    "baseline:color-only": color_embedding,
+}

@@ -268,6 +268,34 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="run A: results.json or run folder (with per_query.npz)")
+    p.add_argument("b", help="run B")
+    p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--permutations", type=int, default=10_000, help="permutation-test draws")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_out", help="write the statistics to this JSON file")
+
+
+@command("compare", _compare_args)
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Is B better than A? mAP difference with a bootstrap CI and a paired permutation test."""
+    from .compare import PerQuery, compare_runs
+    from .report import compare_table
+
+    stats = compare_runs(
+        PerQuery.load(args.a),
+        PerQuery.load(args.b),
+        n_bootstrap=args.bootstrap,
+        n_permutations=args.permutations,
+        seed=args.seed,
+    )
+    print(compare_table(stats))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(stats, indent=2) + "\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

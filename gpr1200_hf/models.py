@@ -83,19 +83,21 @@ class Embedder:
 
 
 def baseline_embedder(name: str) -> Embedder:
-    """Weight-free ``baseline:color-hist``: colour histogram + texture statistics."""
-    from .baseline import SIDE, color_texture_embedding
+    """Weight-free baselines: ``baseline:color-hist`` (colour histogram + texture statistics)
+    and ``baseline:color-only``."""
+    from .baseline import BASELINES, SIDE
 
-    if name != "baseline:color-hist":
-        raise InputError(f"unknown baseline {name!r}; available: baseline:color-hist")
+    if name not in BASELINES:
+        raise InputError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
+    fn = BASELINES[name]
 
     def preprocess(images):
-        return {"features": np.stack([color_texture_embedding(im) for im in images])}
+        return {"features": np.stack([fn(im) for im in images])}
 
     def embed(batch):
         return np.asarray(batch["features"], dtype=np.float32)
 
-    return Embedder(name, None, "color-texture", "fp32", SIDE, preprocess, embed)
+    return Embedder(name, None, name.split(":", 1)[1], "fp32", SIDE, preprocess, embed)
 
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

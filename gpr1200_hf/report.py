@@ -146,3 +146,22 @@ def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
         csv.writer(buf).writerows([header, *rows])
         return buf.getvalue()
     return markdown_table(header, rows) + "\n"
+
+
+def compare_table(stats: dict[str, dict]) -> str:
+    """Rows of ``compare_runs`` output: mAP of A and B, B - A, its 95% CI and p-value."""
+    rows = []
+    for key, st in stats.items():
+        name = "GPR1200 (all)" if key == "all" else subset_display_name(key)
+        rows.append(
+            [
+                name,
+                pct(st["map_a"]),
+                pct(st["map_b"]),
+                f"{100 * st['difference']:+.2f}",
+                f"[{100 * st['ci_low']:+.2f}, {100 * st['ci_high']:+.2f}]",
+                f"{st['p_value']:.4f}",
+                str(st["categories"]),
+            ]
+        )
+    return markdown_table(["subset", "A", "B", "B - A (pts)", "95% CI", "p", "categories"], rows)

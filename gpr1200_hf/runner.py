@@ -27,6 +27,8 @@ class Data:
     dataset: object  # datasets.Dataset, canonical order, columns image/category_id/file_name
     description: str
     is_full: bool
+    location: str  # what open_data() takes to open it again
+    categories: str | None = None
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -87,7 +89,7 @@ def open_data(
     missing = {"image", "category_id"} - set(ds.column_names)
     if missing:
         raise DataError(f"{desc} lacks the columns {sorted(missing)}; is it GPR1200?")
-    return Data(ds, desc, len(ds) == protocol.NUM_IMAGES)
+    return Data(ds, desc, len(ds) == protocol.NUM_IMAGES, str(data), categories)
 
 
 def _slug(text: str) -> str:
@@ -219,6 +221,8 @@ def evaluate_model(
             "num_images": len(labels),
             "num_categories": int(len(np.unique(labels))),
             "full_benchmark": source.is_full,
+            "location": source.location,
+            "categories": source.categories,
         },
         "protocol": {"metric": metric, "ties": ties, "include_self": include_self},
         "metrics": scores,
