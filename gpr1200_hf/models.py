@@ -113,7 +113,8 @@ def _image_size(processor) -> Any:
             value = {k: v for k, v in items if isinstance(v, int)}
         if value:
             return value
-    return None
+    patches = {a: getattr(processor, a, None) for a in ("patch_size", "max_num_patches")}
+    return {k: v for k, v in patches.items() if isinstance(v, int)} or None
 
 
 def transformers_embedder(

@@ -42,6 +42,28 @@ def _siglip():
     return SiglipModel(cfg), SiglipImageProcessor(size={"height": SIDE, "width": SIDE})
 
 
+def _siglip2():
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    vision = {k: v for k, v in VISION.items() if k != "image_size"} | {"num_patches": 16}
+    cfg = Siglip2Config(text_config=TEXT, vision_config=vision)
+    return Siglip2Model(cfg), Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+
+
+def _deit():
+    from transformers import DeiTConfig, DeiTModel, ViTImageProcessor
+
+    model = DeiTModel(DeiTConfig(**VISION), add_pooling_layer=False)
+    return model, ViTImageProcessor(size={"height": SIDE, "width": SIDE})
+
+
+def _dinov3():
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel, ViTImageProcessor
+
+    cfg = DINOv3ViTConfig(**VISION, num_register_tokens=0)
+    return DINOv3ViTModel(cfg), ViTImageProcessor(size={"height": SIDE, "width": SIDE})
+
+
 def _dinov2():
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
@@ -86,8 +108,11 @@ def _resnet():
 FAMILIES = {
     "clip": _clip,
     "siglip": _siglip,
+    "siglip2": _siglip2,
     "dinov2": _dinov2,
+    "dinov3": _dinov3,
     "vit": _vit,
+    "deit": _deit,
     "convnext": _convnext,
     "swin": _swin,
     "resnet": _resnet,
@@ -111,9 +136,9 @@ def direct_embedding(family: str, folder: Path, image, pooling: str | None = Non
     with torch.no_grad():
         if pooling == "mean":
             out = model(**inputs).last_hidden_state.mean(1)
-        elif family in ("clip", "siglip"):
+        elif family in ("clip", "siglip", "siglip2"):
             out = model.get_image_features(**inputs).pooler_output
-        elif family in ("vit",):
+        elif family in ("vit", "deit"):
             out = model(**inputs).last_hidden_state[:, 0]
         else:
             out = model(**inputs).pooler_output.flatten(1)
