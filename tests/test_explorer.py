@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ from PIL import Image
 import gpr1200_hf as g
 from gpr1200_hf.explorer import discover_runs, relevant_ranks, top_k
 from gpr1200_hf.runner import evaluate_model
-from tests.conftest import REPO, free_port
-from tests.test_metric_app import wait_for
+from tests.conftest import REPO, serve_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -48,28 +45,10 @@ def test_runs_ranks_and_top_k_agree_with_the_library(demo_dir):
 
 @pytest.fixture(scope="module")
 def server(demo_dir):
-    port = free_port()
-    env = dict(
-        os.environ,
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        GPR1200_DEMO_DIR=str(demo_dir),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--demo"],
-        cwd=REPO / "spaces/explorer",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, proc, timeout=180)
+    with serve_app(
+        REPO / "spaces/explorer", "--demo", timeout=180, GPR1200_DEMO_DIR=str(demo_dir)
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _non_blank(path) -> bool:
