@@ -60,7 +60,9 @@ def read_array(path: str | Path) -> LoadedArray:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES or (suffix not in (".parquet",) and _is_pickle(path)):
+    # Sniff only where a pickle could pose as the file (safetensors/parquet have own headers).
+    sniff = suffix not in (".safetensors", ".parquet")
+    if suffix in PICKLE_SUFFIXES or (sniff and _is_pickle(path)):
         raise InputError(f"{path}: {PICKLE_HINT}")
     if suffix == ".npy":
         try:

@@ -115,18 +115,17 @@ def resolve_labels(labels, n: int) -> np.ndarray:
     return y
 
 
-def _class_structure(labels: np.ndarray, need_pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+def _class_structure(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, class_id in sorted order): a stable sort of the items by label."""
     _, codes = np.unique(labels, return_inverse=True)
     codes = codes.reshape(-1)
-    if need_pairs:
-        counts = np.bincount(codes)
-        if counts.min() < 2:
-            lone = np.unique(labels)[np.argmin(counts)].item()
-            raise InputError(
-                f"label {lone!r} has a single item: its query has no other relevant item, so "
-                "AP without self, MAP@R and R-precision are undefined; every label needs >= 2 items"
-            )
+    counts = np.bincount(codes)
+    if counts.min() < 2:
+        lone = np.unique(labels)[np.argmin(counts)].item()
+        raise InputError(
+            f"label {lone!r} has a single item: its query has no other relevant item, so "
+            "AP without self, MAP@R and R-precision are undefined; every label needs >= 2 items"
+        )
     order = np.argsort(codes, kind="stable")
     return order, codes[order]
 
@@ -508,7 +507,7 @@ def rank_metrics(
     _check_choice("ties", ties, TIES)
     v, offset = prepare(embeddings, metric)
     y = resolve_labels(labels, v.shape[0])
-    order, class_ids = _class_structure(y, need_pairs=True)
+    order, class_ids = _class_structure(y)
     if np.any(order[1:] < order[:-1]):  # not already grouped by label
         v = v[order]
         if offset is not None:

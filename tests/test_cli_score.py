@@ -179,3 +179,18 @@ def test_console_script_installed(tmp_path, small):
     assert proc.returncode == 0, proc.stderr
     bad = subprocess.run([exe, "score", tmp_path / "missing.npy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_safetensors_whose_header_looks_like_pickle_bytes(tmp_path, small, capsys):
+    # A safetensors header length of 640 starts the file with 0x80 0x02 (a pickle's magic).
+    x, y, _ = small
+    path = tmp_path / "e.safetensors"
+    for pad in range(0, 1200):
+        save_file({"embeddings": x}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:2] == b"\x80\x02":
+            break
+    else:
+        pytest.skip("could not build such a header")
+    np.save(tmp_path / "y.npy", y)
+    code, _, err = _run(["score", path, "--labels", tmp_path / "y.npy"], capsys)
+    assert code == 0, err
