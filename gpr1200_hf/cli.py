@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from .ranking import METRICS, NORMALIZE, TIES, InputError
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -26,26 +24,6 @@ def command(name: str, setup: Callable[[argparse.ArgumentParser], None]):
 
 
 # --------------------------------------------------------------------------- score
-
-
-def load_for_scoring(path: str | Path, mode: str, labels_path: str | None):
-    """(array, labels or None) ready for scoring: canonical order when the file names rows."""
-    from . import io
-
-    loaded = io.read_array(path)
-    labels = io.read_labels(labels_path) if labels_path else None
-    if loaded.file_names is not None and labels is None:
-        array = np.asarray(loaded.array)
-        if mode == "indices":
-            from .scoring import validate_indices
-
-            array = validate_indices(array)
-            order, labels = io.canonical_order_checked(loaded)
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(order.size)
-            return inverse[array[order]], labels
-        return io.in_canonical_order(loaded)
-    return loaded.array, labels
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
@@ -75,6 +53,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 @command("score", _score_args)
 def cmd_score(args: argparse.Namespace) -> int:
     """Score embeddings or precomputed rankings with the GPR1200 protocol."""
+    from .io import load_for_scoring
     from .report import score_table
     from .scoring import score, score_indices
 

@@ -163,3 +163,24 @@ def canonical_order_checked(loaded: LoadedArray) -> tuple[np.ndarray, np.ndarray
         return canonical_order(loaded.file_names)
     except ValueError as e:
         raise InputError(str(e)) from e
+
+
+def load_for_scoring(path: str | Path, mode: str, labels_path: str | None):
+    """(array, labels or None) ready for scoring: canonical order when the file names rows.
+
+    In indices mode the ranked positions are renumbered into canonical order as well.
+    """
+    loaded = read_array(path)
+    labels = read_labels(labels_path) if labels_path else None
+    if loaded.file_names is not None and labels is None:
+        array = np.asarray(loaded.array)
+        if mode == "indices":
+            from .scoring import validate_indices
+
+            array = validate_indices(array)
+            order, labels = canonical_order_checked(loaded)
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(order.size)
+            return inverse[array[order]], labels
+        return in_canonical_order(loaded)
+    return loaded.array, labels

@@ -194,3 +194,19 @@ def test_safetensors_whose_header_looks_like_pickle_bytes(tmp_path, small, capsy
     np.save(tmp_path / "y.npy", y)
     code, _, err = _run(["score", path, "--labels", tmp_path / "y.npy"], capsys)
     assert code == 0, err
+
+
+def test_indices_with_file_names_are_renumbered_into_canonical_order(tmp_path, small, capsys):
+    x, y, names = small
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    idx = np.argsort(-(xn @ xn.T), axis=1, kind="stable")[:, :6]
+    want = g.score_indices(idx, y)
+    perm = np.random.default_rng(3).permutation(len(y))
+    inverse = np.argsort(perm)
+    shuffled = inverse[idx[perm]]  # the same rankings, rows and positions in shuffled order
+    np.savez(tmp_path / "i.npz", indices=shuffled, file_names=np.array(names)[perm])
+    code, _, err = _run(
+        ["score", tmp_path / "i.npz", "--mode", "indices", "--json", tmp_path / "r.json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text()) == pytest.approx(want)

@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 import matplotlib.pyplot as plt
 from gpr1200_hf import score, score_indices
-from gpr1200_hf.cli import load_for_scoring
+from gpr1200_hf.io import load_for_scoring
 from gpr1200_hf.plots import subset_chart
 from gpr1200_hf.ranking import METRICS, NORMALIZE, TIES, InputError
 from gpr1200_hf.report import PAPER_COLUMNS, paper_results
