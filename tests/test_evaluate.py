@@ -243,3 +243,21 @@ def test_remote_code_stays_off(tmp_path, sample, capsys):
     )
     assert code == 2
     assert "trust_remote_code" in capsys.readouterr().err
+
+
+def test_exported_folder_and_zip_sources_give_the_same_run(sample, tmp_path):
+    from gpr1200_hf.demo import CATEGORIES_FILE
+    from gpr1200_hf.hub import export_hub
+
+    export = export_hub(
+        tmp_path / "gpr1200",
+        sample,
+        categories=sample / CATEGORIES_FILE,
+        strict=False,
+        cache_dir=tmp_path / "c",
+    )
+    from_folder = _run("baseline:color-hist", sample, tmp_path / "a")
+    from_export = _run("baseline:color-hist", export, tmp_path / "b")
+    assert from_export["metrics"] == from_folder["metrics"]
+    assert from_export["data"]["source"].startswith("exported folder")
+    np.testing.assert_array_equal(_embeddings(from_export)[0], _embeddings(from_folder)[0])
