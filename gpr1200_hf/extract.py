@@ -250,3 +250,7 @@ class _Images:
 
     def __getitem__(self, i: int):
         return self.dataset[int(i)]["image"]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A whole batch in one Arrow read (the DataLoader calls this when it exists)."""
+        return list(self.dataset[[int(i) for i in indices]]["image"])
