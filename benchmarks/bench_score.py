@@ -71,6 +71,15 @@ def bench_gpr1200(repeat: int) -> None:
         f"  official sort-based      {t_official:7.3f} s   "
         f"score is {t_official / t_score:5.1f} x faster"
     )
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    t_torch, res_t = best_of(lambda: g.score(x, device="cpu"), repeat)
+    print(
+        f"  score, torch backend cpu {t_torch:7.3f} s   {t_torch / t_floor:5.2f} x floor "
+        f"(|mAP diff| vs numpy {abs(res_t['map'] - res['map']):.1e})"
+    )
 
 
 LARGE = """

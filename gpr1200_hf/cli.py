@@ -48,6 +48,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
         help="indices mode: divide AP@K by all relevant items or by those retrieved",
     )
     p.add_argument("--json", dest="json_out", help="write the score dict to this JSON file")
+    p.add_argument("--device", help="score on this torch device (cuda, cpu...); default numpy")
 
 
 @command("score", _score_args)
@@ -62,7 +63,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         result = score_indices(array, labels, normalize=args.normalize)
     else:
         result = score(
-            array, labels, metric=args.metric, ties=args.ties, include_self=not args.exclude_self
+            array,
+            labels,
+            metric=args.metric,
+            ties=args.ties,
+            include_self=not args.exclude_self,
+            device=args.device,
         )
     print(score_table(result))
     if args.json_out:

@@ -502,8 +502,12 @@ def rank_metrics(
     ties: Ties = "expected",
     include_self: bool = True,
     block_size: int = DEFAULT_BLOCK,
+    device: str | None = None,
 ) -> RankingResult:
-    """All per-query metrics from one pass over the similarity matrix."""
+    """All per-query metrics from one pass over the similarity matrix.
+
+    ``device`` (e.g. ``"cuda"``) scores on that torch device; ``None`` uses numpy.
+    """
     _check_choice("ties", ties, TIES)
     v, offset = prepare(embeddings, metric)
     y = resolve_labels(labels, v.shape[0])
@@ -512,7 +516,16 @@ def rank_metrics(
         v = v[order]
         if offset is not None:
             offset = offset[order]
-    counts = _rank_counts(v, offset, class_ids, order, block_size, track_ties=ties == "stable")
+    if device is None:
+        counts = _rank_counts(v, offset, class_ids, order, block_size, ties == "stable")
+    else:
+        try:
+            from .ranking_torch import rank_counts_torch
+        except ImportError as e:  # pragma: no cover - torch missing
+            raise InputError(f"device={device!r} needs torch: pip install torch ({e})") from e
+        counts = rank_counts_torch(
+            v, offset, class_ids, order, block_size, ties == "stable", device
+        )
     n_items, m = counts.thresholds.shape
     harmonic = _harmonic(n_items + 1)
     query_pos = np.arange(n_items)

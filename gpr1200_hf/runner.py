@@ -204,7 +204,12 @@ def evaluate_model(
         return None
     labels = np.asarray(list(source.dataset["category_id"]), dtype=np.int64)
     ranking = rank_metrics(
-        ext.embeddings, labels, metric=metric, ties=ties, include_self=include_self
+        ext.embeddings,
+        labels,
+        metric=metric,
+        ties=ties,
+        include_self=include_self,
+        device=device if str(device).startswith("cuda") else None,  # numpy is fast on CPU
     )
     scores = summarize(ranking, labels)
     run_dir = out / _slug(f"{model}-{embedder.pooling}-{dtype}")

@@ -29,6 +29,7 @@ def average_precisions(
     ties: Ties = "expected",
     include_self: bool = True,
     block_size: int = DEFAULT_BLOCK,
+    device: str | None = None,
 ) -> np.ndarray:
     """Per-query average precision (float64, input order).
 
@@ -42,6 +43,7 @@ def average_precisions(
         ties=ties,
         include_self=include_self,
         block_size=block_size,
+        device=device,
     ).ap
 
 
@@ -75,9 +77,11 @@ def score(
     ties: Ties = "expected",
     include_self: bool = True,
     block_size: int = DEFAULT_BLOCK,
+    device: str | None = None,
 ) -> dict[str, float]:
     """GPR1200 scores of embeddings: ``map``, per-subset ``map_*``, ``map_at_r``,
-    ``precision_at_1`` and ``r_precision`` (all in [0, 1])."""
+    ``precision_at_1`` and ``r_precision`` (all in [0, 1]). ``device`` (e.g. ``"cuda"``) scores
+    on that torch device instead of numpy."""
     result = rank_metrics(
         embeddings,
         labels,
@@ -85,6 +89,7 @@ def score(
         ties=ties,
         include_self=include_self,
         block_size=block_size,
+        device=device,
     )
     y = resolve_labels(labels, result.ap.shape[0])
     return summarize(result, y)

@@ -234,3 +234,30 @@ def test_strips_narrower_than_the_matrix(monkeypatch):
     monkeypatch.setattr(ranking, "STRIP_WIDTH", 7)
     for ties in TIES:
         _check(x, y, "ip", ties, True, block_size=5)
+
+
+@pytest.mark.parametrize("ties", TIES)
+@pytest.mark.parametrize("include_self", [True, False])
+def test_torch_backend_matches_the_reference(ties, include_self):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(21)
+    y = _labels(rng, 9, 2, 6)
+    for metric, x in (
+        ("cosine", rng.integers(0, 2, (y.size, 3)) * 2.0 - 1),
+        ("ip", rng.integers(-2, 3, (y.size, 3)).astype(np.float32)),
+        ("l2", rng.integers(-2, 3, (y.size, 2)).astype(np.float64)),
+    ):
+        got = g.rank_metrics(
+            x, y, metric=metric, ties=ties, include_self=include_self, block_size=7, device="cpu"
+        )
+        want = brute_metrics(x, y, metric=metric, ties=ties, include_self=include_self)
+        for f in FIELDS:
+            np.testing.assert_allclose(getattr(got, f), want[f], atol=1e-12, err_msg=f)
+
+
+def test_torch_backend_equals_numpy_on_continuous_embeddings():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(22)
+    y = _labels(rng, 40, 2, 12)
+    x = rng.standard_normal((y.size, 16)).astype(np.float32)
+    assert g.score(x, y, device="cpu") == pytest.approx(g.score(x, y), abs=1e-12)

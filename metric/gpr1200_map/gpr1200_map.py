@@ -34,6 +34,7 @@ Args:
     mode: "embeddings" (default) or "indices".
     normalize: indices mode only: "relevant" (default, true AP@K) or "retrieved" (divide by the
         relevant items found in the K, as the official script does for truncated lists).
+    device: score on this torch device (e.g. "cuda"); default None uses numpy.
 Returns:
     map: mean average precision over all queries, in [0, 1].
     map_landmarks, map_inat, map_sketch, map_instre, map_sop, map_faces: the same over the
@@ -109,6 +110,7 @@ class Gpr1200Map(evaluate.Metric):
         include_self=True,
         mode="embeddings",
         normalize="relevant",
+        device=None,
     ):
         predictions = np.asarray(predictions)
         if references is not None:
@@ -124,5 +126,10 @@ class Gpr1200Map(evaluate.Metric):
         if mode != "embeddings":
             raise InputError(f"mode={mode!r} is not supported; choose embeddings or indices")
         return gpr1200_hf.score(
-            predictions, references, metric=metric, ties=ties, include_self=include_self
+            predictions,
+            references,
+            metric=metric,
+            ties=ties,
+            include_self=include_self,
+            device=device,
         )
