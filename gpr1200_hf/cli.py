@@ -189,6 +189,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .report import paper_layout_table, paper_results
     from .runner import DEFAULT_PAPER_ROWS, evaluate_model
 
+    for flag, value, low in (
+        ("--batch-size", args.batch_size, 1),
+        ("--workers", args.workers, 0),
+        ("--chunk-rows", args.chunk_rows, 1),
+        ("--max-chunks", args.max_chunks, 1),
+    ):
+        if value is not None and value < low:
+            raise InputError(f"{flag} must be at least {low}, got {value}")
     models = [args.model] if args.model else []
     if args.demo and "baseline:color-hist" not in models:
         models.insert(0, "baseline:color-hist")

@@ -261,3 +261,23 @@ def test_exported_folder_and_zip_sources_give_the_same_run(sample, tmp_path):
     assert from_export["metrics"] == from_folder["metrics"]
     assert from_export["data"]["source"].startswith("exported folder")
     np.testing.assert_array_equal(_embeddings(from_export)[0], _embeddings(from_folder)[0])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--batch-size", "0"), ("--workers", "-1"), ("--chunk-rows", "0")]
+)
+def test_bad_numeric_options_are_clear_errors(flag, value, sample, tmp_path, capsys):
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "baseline:color-hist",
+            "--data",
+            str(sample),
+            "--output-dir",
+            str(tmp_path),
+            flag,
+            value,
+        ]
+    )
+    assert code == 2 and flag in capsys.readouterr().err
