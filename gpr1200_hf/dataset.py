@@ -216,19 +216,11 @@ def iter_images(source: str | Path, members: list[Member]):
 class GPR1200Config(datasets.BuilderConfig):
     """Where the data is: ``source`` (zip or folder) and ``categories`` (JSON path)."""
 
-    def __init__(
-        self,
-        source: str = "",
-        categories: str = "",
-        strict: bool = True,
-        fingerprint: str = "",
-        **kwargs,
-    ):
+    def __init__(self, source: str = "", categories: str = "", strict: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.source = source
         self.categories = categories
         self.strict = strict
-        self.fingerprint = fingerprint
 
 
 class GPR1200(datasets.GeneratorBasedBuilder):
@@ -295,11 +287,11 @@ def load_gpr1200(
     read_categories(categories, needed=None if strict else set())
     builder = GPR1200(
         cache_dir=str(cache_dir) if cache_dir else None,
+        # The name keys the cache: a changed zip/folder or JSON builds anew.
         config_name=f"gpr1200-{source_fingerprint(source)}-{sha256_of(categories)[:12]}",
         source=str(source.resolve()),
         categories=str(Path(categories).resolve()),
         strict=strict,
-        fingerprint=source_fingerprint(source),
     )
     try:
         builder.download_and_prepare()
