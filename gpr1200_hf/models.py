@@ -59,6 +59,8 @@ def _image_features(model, inputs):
     return out if not hasattr(out, "pooler_output") else out.pooler_output
 
 
+NO_POOLER_NEEDED = ("vit", "deit")
+
 POOLERS: dict[str, Callable] = {
     "cls": _cls,
     "mean": _mean,
@@ -141,7 +143,11 @@ def transformers_embedder(
     if pooling not in POOLERS:
         raise InputError(f"pooling {pooling!r} is not supported; choose {', '.join(POOLINGS)}")
     torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
-    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, **kwargs).to(device).eval()
+    extra = {}
+    if config.model_type in NO_POOLER_NEEDED and pooling != "pooler":
+        extra["add_pooling_layer"] = False  # no randomly initialised tanh head to load or run
+    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, **kwargs, **extra)
+    model = model.to(device).eval()
     processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
     pool = POOLERS[pooling]
     accepted = None
