@@ -281,3 +281,15 @@ def test_demo_baseline_scores_between_chance_and_perfect(demo):
     baseline = g.score(x, labels)["map"]
     chance = g.score(np.random.default_rng(0).standard_normal(x.shape), labels)["map"]
     assert chance + 0.2 < baseline < 0.95, (chance, baseline)
+
+
+def test_duplicate_file_names_in_zip_are_refused(demo, tmp_path):
+    src = tmp_path / "dup.zip"
+    img = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(img, format="JPEG")
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(10):
+            zf.writestr(f"images/0_x{i}.jpg", img.getvalue())
+        zf.writestr("other/0_x3.jpg", img.getvalue())
+    with pytest.raises(DataError, match="'0_x3.jpg' appears twice"):
+        _load(src, demo["categories"], tmp_path)
