@@ -92,11 +92,24 @@ def distributed_state():
     """accelerate's PartialState when launched with several processes, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import atexit
+
     import torch
     from accelerate import PartialState
 
     # Without cpu=True a GPU-less process would silently see a world of one.
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    atexit.register(_close_process_group)
+    return state
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before interpreter exit; a live gloo thread at exit aborts
+    the process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def extract(
