@@ -104,11 +104,13 @@ def distributed_state():
 
 
 def _close_process_group() -> None:
-    """Tear the process group down before interpreter exit; a live gloo thread at exit aborts
-    the process ("terminate called without an active exception")."""
+    """Leave together and tear the process group down before interpreter exit: a process that
+    exits while its peers still hold the group can abort in a gloo thread ("terminate called
+    without an active exception"). If a peer crashed, the launcher stops the others."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
