@@ -263,6 +263,20 @@ class _Counts:
     slot_member: np.ndarray  # (N, m) sorted position of the item in each slot; -1 pads
     ties: dict  # (query, value) -> input positions of non-relevant items tied at value
 
+    @classmethod
+    def empty(cls, sizes: np.ndarray, class_ids: np.ndarray, dtype) -> _Counts:
+        """Nothing counted yet: +inf thresholds, zero counts, no slot members."""
+        n, m = class_ids.size, int(sizes.max())
+        return cls(
+            thresholds=np.full((n, m), np.inf, dtype=dtype),
+            size=sizes[class_ids],
+            self_slot=np.zeros(n, dtype=np.int64),
+            gt=np.zeros((n, m), dtype=np.int64),
+            ge=np.zeros((n, m), dtype=np.int64),
+            slot_member=np.full((n, m), -1, dtype=np.int64),
+            ties={},
+        )
+
 
 def _blocks(class_ids: np.ndarray, target: int) -> list[slice]:
     """Contiguous row blocks of about ``target`` rows that never split a class."""
@@ -370,16 +384,7 @@ def _rank_counts(
     """Thresholds and counts for every query, from the upper triangle of the score matrix."""
     n = v.shape[0]
     sizes = np.bincount(class_ids)
-    m = int(sizes.max())
-    counts = _Counts(
-        thresholds=np.full((n, m), np.inf, dtype=v.dtype),
-        size=sizes[class_ids],
-        self_slot=np.zeros(n, dtype=np.int64),
-        gt=np.zeros((n, m), dtype=np.int64),
-        ge=np.zeros((n, m), dtype=np.int64),
-        slot_member=np.full((n, m), -1, dtype=np.int64),
-        ties={},
-    )
+    counts = _Counts.empty(sizes, class_ids, v.dtype)
     blocks = _blocks(class_ids, block)
     diagonal = [("diagonal", (b,)) for b in blocks]
     strips = []
@@ -449,7 +454,6 @@ def _contributions(
     ties: str,
     harmonic: np.ndarray,
     tie_positions: dict,
-    query_pos: np.ndarray,
     slot_pos: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: sum over relevant items ranked <= limit of precision, and their count.
@@ -466,7 +470,7 @@ def _contributions(
     if ties == "stable":
         rank = rank.copy()
         for a, kk in zip(*np.nonzero(sl.valid & (n > r))):
-            tied = tie_positions.get((int(query_pos[a]), float(sl.value[a, kk])), ())
+            tied = tie_positions.get((int(a), float(sl.value[a, kk])), ())
             p = slot_pos[a, kk]
             rank[a, kk] += sum(1 for t in tied if t < p)
     inside = sl.valid & (rank <= lim)
@@ -528,7 +532,6 @@ def rank_metrics(
         )
     n_items, m = counts.thresholds.shape
     harmonic = _harmonic(n_items + 1)
-    query_pos = np.arange(n_items)
     slot_pos = np.where(counts.slot_member >= 0, order[np.maximum(counts.slot_member, 0)], -1)
 
     valid = np.arange(m)[None, :] < counts.size[:, None]
@@ -547,7 +550,7 @@ def rank_metrics(
     no_limit = np.full(n_items, n_items + 1)
 
     def run(sl, limit, pos):
-        return _contributions(sl, limit, ties, harmonic, counts.ties, query_pos, pos)
+        return _contributions(sl, limit, ties, harmonic, counts.ties, pos)
 
     if include_self:
         ap_sum, _ = run(_slots(counts.thresholds, valid, counts.gt, counts.ge), no_limit, slot_pos)

@@ -23,19 +23,15 @@ def rank_counts_torch(
 ) -> _Counts:
     import torch
 
-    n = v.shape[0]
     sizes = np.bincount(class_ids)
-    m = int(sizes.max())
+    counts = _Counts.empty(sizes, class_ids, v.dtype)
+    m = counts.thresholds.shape[1]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     first = torch.from_numpy(starts[class_ids]).to(device)
     size = torch.from_numpy(sizes[class_ids]).to(device)
     vt = torch.from_numpy(v).to(device)
     off = None if offset is None else torch.from_numpy(offset).to(device)
     slot = torch.arange(m, device=device)
-    out = {k: np.zeros((n, m), dtype=np.int64) for k in ("gt", "ge", "member")}
-    thresholds = np.full((n, m), np.inf, dtype=v.dtype)
-    self_slot = np.zeros(n, dtype=np.int64)
-    ties: dict = {}
     with torch.inference_mode():
         for blk in _blocks(class_ids, block):
             rows = torch.arange(blk.start, blk.stop, device=device)
@@ -50,16 +46,14 @@ def rank_counts_torch(
             member = torch.where(valid, cols.gather(1, order), -1)
             gt = torch.stack([(s > t[:, k : k + 1]).sum(1) for k in range(m)], 1)
             ge = torch.stack([(s >= t[:, k : k + 1]).sum(1) for k in range(m)], 1)
-            thresholds[blk] = t.cpu().numpy()
-            self_slot[blk] = (member == rows[:, None]).int().argmax(1).cpu().numpy()
-            out["member"][blk] = member.cpu().numpy()
-            out["gt"][blk] = gt.cpu().numpy()
-            out["ge"][blk] = ge.cpu().numpy()
+            counts.thresholds[blk] = t.cpu().numpy()
+            counts.self_slot[blk] = (member == rows[:, None]).int().argmax(1).cpu().numpy()
+            counts.slot_member[blk] = member.cpu().numpy()
+            counts.gt[blk] = gt.cpu().numpy()
+            counts.ge[blk] = ge.cpu().numpy()
             if track_ties:
-                _ties(s, t, valid, class_ids, input_pos, blk, ties)
-    return _Counts(
-        thresholds, sizes[class_ids], self_slot, out["gt"], out["ge"], out["member"], ties
-    )
+                _ties(s, t, valid, class_ids, input_pos, blk, counts.ties)
+    return counts
 
 
 def _ties(s, t, valid, class_ids, input_pos, blk, out: dict) -> None:

@@ -149,13 +149,18 @@ def test_category_json_errors(demo, tmp_path, problem):
         _load(demo["zip"], path, tmp_path)
 
 
-def test_zip_member_names_are_never_paths(demo, tmp_path):
-    src = tmp_path / "slip.zip"
+def _zip_of(path: Path, members: list[str]) -> Path:
+    """A zip whose members are all the same small JPEG."""
     img = io.BytesIO()
     Image.new("RGB", (8, 8), "blue").save(img, format="JPEG")
-    with zipfile.ZipFile(src, "w") as zf:
-        for i in range(10):
-            zf.writestr(f"../../escape/{i % 2}/0_x{i}.jpg", img.getvalue())
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in members:
+            zf.writestr(name, img.getvalue())
+    return path
+
+
+def test_zip_member_names_are_never_paths(demo, tmp_path):
+    src = _zip_of(tmp_path / "slip.zip", [f"../../escape/{i % 2}/0_x{i}.jpg" for i in range(10)])
     ds = _load(src, demo["categories"], tmp_path)
     assert ds["file_name"] == sorted(f"0_x{i}.jpg" for i in range(10))
     assert not (tmp_path.parent / "escape").exists()
@@ -284,12 +289,7 @@ def test_demo_baseline_scores_between_chance_and_perfect(demo):
 
 
 def test_duplicate_file_names_in_zip_are_refused(demo, tmp_path):
-    src = tmp_path / "dup.zip"
-    img = io.BytesIO()
-    Image.new("RGB", (8, 8), "blue").save(img, format="JPEG")
-    with zipfile.ZipFile(src, "w") as zf:
-        for i in range(10):
-            zf.writestr(f"images/0_x{i}.jpg", img.getvalue())
-        zf.writestr("other/0_x3.jpg", img.getvalue())
+    names = [f"images/0_x{i}.jpg" for i in range(10)] + ["other/0_x3.jpg"]
+    src = _zip_of(tmp_path / "dup.zip", names)
     with pytest.raises(DataError, match="'0_x3.jpg' appears twice"):
         _load(src, demo["categories"], tmp_path)
