@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from . import protocol
 from .errors import DataError, InputError
 from .protocol import SUBSETS, canonical_labels
@@ -17,7 +15,15 @@ from .scoring import (
 
 __version__ = "0.1.0"
 
-METRIC_PATH = str(Path(__file__).resolve().parent / "metric" / "gpr1200_map")
+
+def __getattr__(name: str):
+    # METRIC_PATH is computed on first use: it writes the metric's Space folder into the cache.
+    if name == "METRIC_PATH":
+        from .spaces import metric_path
+
+        return metric_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "METRIC_PATH",
@@ -48,4 +54,6 @@ def load_metric(**kwargs):
     """The ``gpr1200_map`` evaluate metric shipped with this package."""
     import evaluate
 
-    return evaluate.load(METRIC_PATH, **kwargs)
+    from .spaces import metric_path
+
+    return evaluate.load(metric_path(), **kwargs)

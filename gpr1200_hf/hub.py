@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 
 import datasets
@@ -12,6 +11,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import __version__, protocol
+from .assets import asset_dir
 from .dataset import load_gpr1200
 
 LICENSE_TEXT = (
@@ -54,7 +54,7 @@ def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
         }
         for s in protocol.SUBSETS
     ]
-    template = resources.files("gpr1200_hf").joinpath("templates/README.md").read_text()
+    template = (asset_dir("_dataset_card") / "README.md").read_text(encoding="utf-8")
     return DatasetCard.from_template(
         data,
         template_str=template,

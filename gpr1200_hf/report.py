@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from .protocol import PAPER_SUBSET_ORDER, SUBSETS, SUBSETS_BY_KEY
 
@@ -39,7 +39,7 @@ class PaperRow:
 
 def paper_results() -> list[PaperRow]:
     """The paper's result table, shipped as reference data."""
-    text = resources.files("gpr1200_hf").joinpath("data/paper_results.csv").read_text()
+    text = (Path(__file__).parent / "data" / "paper_results.csv").read_text(encoding="utf-8")
     rows = []
     for rec in csv.DictReader(text.splitlines()):
         scores = {"map": float(rec["gpr_map"])}

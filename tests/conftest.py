@@ -67,3 +67,80 @@ def serve_app(folder: Path, *args: str, timeout: float = 120, **env: str) -> Ite
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def make_venv(folder: Path, *pip_args: str, timeout: float = 900) -> Path:
+    """A fresh virtual environment in ``folder`` holding only what ``pip install ARGS`` brings.
+
+    Returns its python. Packages come from the package index (as a Space build does); the CPU
+    build of torch is never pulled in because nothing here asks for torch.
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+    python = folder / "bin" / "python"
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pip_args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(pip_args)} failed:\n{proc.stderr[-3000:]}")
+    return python
+
+
+@contextmanager
+def serve_space(folder: Path, python: Path, timeout: float = 180) -> Iterator[str]:
+    """Start ``python app.py`` in ``folder`` with no flags, as Spaces do; yield its URL.
+
+    Only the port is chosen (GRADIO_SERVER_PORT; a Space sets 7860 and 0.0.0.0 the same way).
+    """
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV")) and k != "PATH"
+    }
+    env.update(
+        PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+    )
+    proc = subprocess.Popen(
+        [str(python), "app.py"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(url, proc, timeout)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def browser_page() -> Iterator[object]:
+    """A Playwright page in Debian's headless chromium (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1600})
+        finally:
+            browser.close()

@@ -10,9 +10,15 @@ from gpr1200_hf.report import paper_results
 from tests.conftest import REPO, serve_app
 
 
-@pytest.fixture(scope="module")
-def server():
-    with serve_app(REPO / "metric/gpr1200_map") as url:
+@pytest.fixture(scope="module", params=["clone", "space"])
+def server(request, tmp_path_factory):
+    """The app from the clone (installed gpr1200_hf) and from the exported Space folder."""
+    folder = REPO / "metric/gpr1200_map"
+    if request.param == "space":
+        from gpr1200_hf.spaces import export_metric_space
+
+        folder = export_metric_space(tmp_path_factory.mktemp("space") / "gpr1200_map")
+    with serve_app(folder) as url:
         yield url
 
 

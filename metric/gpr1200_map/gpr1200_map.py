@@ -1,16 +1,24 @@
 """GPR1200 mAP: the evaluate metric for the GPR1200 image-retrieval benchmark.
 
-The maths lives in the ``gpr1200_hf`` package (one implementation); this module adapts it to the
-``evaluate`` API: one-shot ``compute``, streaming ``add_batch``, and evaluate's distributed mode.
+The maths lives in the ``gpr1200_hf`` package (one implementation). ``gpr1200 export-space
+metric OUT`` copies its numpy-only modules, unchanged, next to this script, which imports them
+relatively: evaluate's loader copies each sibling imported here (one import per line, no
+comment on an import line; a sibling imported only by another sibling would not be copied).
+This module adapts them to the ``evaluate`` API: one-shot ``compute``, streaming
+``add_batch``, and evaluate's distributed mode.
 """
 
 import datasets
 import evaluate
 import numpy as np
-import gpr1200_hf
-from gpr1200_hf.ranking import InputError
+from .errors import InputError
+from .protocol import CITATION
+from .ranking import resolve_labels
+from .scoring import score, score_indices
+# Imported so that evaluate copies it: scoring uses it for device="cuda" and other torch devices.
+from .ranking_torch import rank_counts_torch
 
-_CITATION = gpr1200_hf.protocol.CITATION
+_CITATION = CITATION
 
 _DESCRIPTION = """\
 GPR1200 mAP scores image embeddings (or precomputed rankings) with the protocol of the GPR1200
@@ -42,7 +50,7 @@ Returns:
     map_at_r, precision_at_1, r_precision: query excluded, in [0, 1].
 Examples:
     >>> import numpy as np
-    >>> gpr1200_map = evaluate.load("metric/gpr1200_map")
+    >>> gpr1200_map = evaluate.load("gpr1200_map.py")
     >>> embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> labels = [0, 0, 1, 1]
     >>> results = gpr1200_map.compute(predictions=embeddings, references=labels)
@@ -98,7 +106,7 @@ class Gpr1200Map(evaluate.Metric):
             raise InputError("indices >= 2**24 cannot be streamed; call compute() directly")
         if references is None:
             references = np.full(rows.shape[0], _NO_LABEL, dtype=np.int64)
-        refs = gpr1200_hf.ranking.resolve_labels(references, rows.shape[0])
+        refs = resolve_labels(references, rows.shape[0])
         return super().add_batch(predictions=rows, references=refs, **kwargs)
 
     def _compute(
@@ -122,10 +130,10 @@ class Gpr1200Map(evaluate.Metric):
                     "some batches had references and others not; pass them for all or none"
                 )
         if mode == "indices":
-            return gpr1200_hf.score_indices(predictions, references, normalize=normalize)
+            return score_indices(predictions, references, normalize=normalize)
         if mode != "embeddings":
             raise InputError(f"mode={mode!r} is not supported; choose embeddings or indices")
-        return gpr1200_hf.score(
+        return score(
             predictions,
             references,
             metric=metric,
