@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import __version__
 from .ranking import METRICS, NORMALIZE, TIES, InputError
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -181,6 +182,12 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-rows", type=int, help="rows per cache chunk (default 1024)")
     p.add_argument("--max-chunks", type=int, help="stop after this many new chunks (resume later)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--hub-dataset",
+        metavar="ORG/NAME",
+        help="the GPR1200 dataset repo on the Hub that the eval results name (default: --data "
+        "when it is a Hub id; without one no eval results are written)",
+    )
 
 
 @command("evaluate", _evaluate_args)
@@ -223,11 +230,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             chunk_rows=args.chunk_rows,
             max_chunks=args.max_chunks,
             progress=not args.no_progress,
+            hub_dataset=args.hub_dataset,
         )
         if res is None:
             continue
         runs.append(res)
         print(f"{model}: wrote {res['run_dir']}")
+        for note in res["notes"]:
+            print(f"note: {note}")
     if runs:
         if not runs[0]["data"]["full_benchmark"]:
             print(
@@ -236,6 +246,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         paper = [r for r in paper_results() if r.label in DEFAULT_PAPER_ROWS]
         print(paper_layout_table([(r["model"], r["metrics"]) for r in runs], paper))
+    return 0
+
+
+def _push_results_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run folder written by gpr1200 evaluate")
+    p.add_argument("--model", required=True, metavar="ORG/NAME", help="the model repo")
+    p.add_argument("--token", help="Hub token (default: the saved login or HF_TOKEN)")
+
+
+@command("push-results", _push_results_args)
+def cmd_push_results(args: argparse.Namespace) -> int:
+    """Open a pull request on a model repo adding the run's .eval_results/gpr1200.yaml."""
+    from .hub_results import push_results
+
+    print(f"opened {push_results(args.run_dir, args.model, token=args.token)}")
     return 0
 
 
@@ -296,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpr1200", description="GPR1200 image-retrieval benchmark on the Hugging Face stack"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (setup, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0])

@@ -13,6 +13,8 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from . import __version__, protocol
 from .assets import asset_dir
 from .dataset import load_gpr1200
+from .errors import InputError
+from .hub_results import EVALUATION_FRAMEWORK, TASKS, eval_yaml
 
 LICENSE_TEXT = (
     "The images are provided for **non-commercial research and educational purposes only**. "
@@ -22,12 +24,31 @@ LICENSE_TEXT = (
     "discussion on this repository. By downloading you agree to these terms."
 )
 MAX_SHARD_BYTES = 500 * 2**20
+LICENSE_FILE = "LICENSE"
+EVAL_YAML = "eval.yaml"
 
 
-def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
+def license_file_text() -> str:
+    """The LICENSE file of the dataset repo (the card's ``license_link``)."""
+    import textwrap
+
+    body = "\n\n".join(
+        textwrap.fill(p, 78)
+        for p in (
+            "GPR1200 (Schall, Barthel, Hezel and Jung, MMM 2022) - terms of use of this copy.",
+            LICENSE_TEXT.replace("**", ""),
+            "The IMDB-WIKI subset (category IDs 1000-1199) shows faces of real, identifiable "
+            "people. Do not use it to identify, profile or track individuals.",
+        )
+    )
+    return body + "\n"
+
+
+def _card(ds: datasets.Dataset, repo_id: str, source_name: str, download_size: int) -> DatasetCard:
     data = DatasetCardData(
         license="other",
         license_name="gpr1200-research-only",
+        license_link=LICENSE_FILE,
         pretty_name="GPR1200",
         task_categories=["image-feature-extraction"],
         tags=["image-retrieval", "benchmark", "gpr1200"],
@@ -38,6 +59,8 @@ def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
         extra_gated_fields={"I agree to the license terms": "checkbox"},
     )
     info = ds.info.copy()
+    info.download_size = download_size
+    info.dataset_size = info.dataset_size or ds.data.nbytes
     DatasetInfosDict({"default": info}).to_dataset_card_data(data)
     MetadataConfigs(
         {"default": {"data_files": [{"split": "test", "path": "data/test-*"}]}}
@@ -67,6 +90,8 @@ def _card(ds: datasets.Dataset, repo_id: str, source_name: str) -> DatasetCard:
         citation=protocol.CITATION,
         version=__version__,
         source_name=source_name,
+        evaluation_framework=EVALUATION_FRAMEWORK,
+        tasks=list(TASKS.items()),
     )
 
 
@@ -80,7 +105,8 @@ def export_hub(
     repo_id: str = "<org>/gpr1200",
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
-    """Write a dataset repo folder: ``data/test-0000i-of-0000n.parquet`` + ``README.md``.
+    """Write a dataset repo folder: ``data/test-0000i-of-0000n.parquet``, ``LICENSE``,
+    ``eval.yaml`` (the benchmark's tasks, for the Hub leaderboard) and ``README.md``.
 
     ``datasets.load_dataset(out_dir)`` then returns the rows, order and features of
     ``load_gpr1200``. The folder holds no ``.py`` file (datasets would take it for a script).
@@ -95,15 +121,32 @@ def export_hub(
         shard = ds.shard(num_shards, i, contiguous=True)
         # The builder stores image bytes (never paths), so the parquet embeds them.
         shard.to_parquet(str(out / "data" / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
-    _card(ds, repo_id, Path(source).name).save(out / "README.md")
+    import yaml
+
+    (out / LICENSE_FILE).write_text(license_file_text(), encoding="utf-8")
+    (out / EVAL_YAML).write_text(yaml.safe_dump(eval_yaml(), sort_keys=False), encoding="utf-8")
+    download_size = sum(p.stat().st_size for p in (out / "data").glob("test-*.parquet"))
+    _card(ds, repo_id, Path(source).name, download_size).save(out / "README.md")
     return out
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True) -> str:
-    """Upload an exported folder to a (private by default) dataset repo on the Hub."""
+    """Upload an exported folder to a (private by default) dataset repo, then gate it.
+
+    Gating ("auto": users accept the card's terms, then get access) is switched on with
+    ``HfApi.update_repo_settings`` after the upload.
+    """
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
-    return str(info)
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+        api.update_repo_settings(repo_id, gated="auto", repo_type="dataset")
+    except Exception as e:  # offline, unauthorised, name taken: one clear line
+        raise InputError(
+            f"could not push {folder} to the dataset repo {repo_id}: {type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]} (the local folder is complete; retry with "
+            "network access and `hf auth login`)"
+        ) from None
+    return f"uploaded {info}; gating is on (users accept the license terms to get access)"

@@ -8,7 +8,9 @@ from .protocol import SUBSETS
 from .report import PaperRow
 
 
-def subset_chart(runs: list[tuple[str, dict]], paper: list[PaperRow] | None = None):
+def subset_chart(
+    runs: list[tuple[str, dict]], paper: list[PaperRow] | None = None, title: str | None = None
+):
     """A matplotlib Figure: grouped bars (percent) over the overall score and the six subsets."""
     import matplotlib
 
@@ -30,14 +32,16 @@ def subset_chart(runs: list[tuple[str, dict]], paper: list[PaperRow] | None = No
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=10, color="darkred")
     fig.tight_layout()
     return fig
 
 
-def save_subset_chart(path: str | Path, runs, paper=None) -> Path:
+def save_subset_chart(path: str | Path, runs, paper=None, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
-    fig = subset_chart(runs, paper)
+    fig = subset_chart(runs, paper, title)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

@@ -16,7 +16,6 @@ from .errors import DataError, InputError
 RESULTS = "results.json"
 PER_QUERY = "per_query.npz"
 CHART = "chart.png"
-MODEL_INDEX = "model_index.yaml"
 TABLE = "table.md"
 DEMO_DIR = "demo-sample"
 DEFAULT_PAPER_ROWS = ("ViT-L/16 (in21k+in1k)", "Swin-L (in21k)", "ResNet101 (in1k)")
@@ -29,6 +28,8 @@ class Data:
     is_full: bool
     location: str  # what open_data() takes to open it again
     categories: str | None = None
+    hub_id: str | None = None  # the Hub dataset id when the data came from the Hub
+    revision: str | None = None  # its commit, when known
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -48,6 +49,7 @@ def open_data(
 
     from .dataset import load_gpr1200
 
+    hub_id = None
     if data is None and demo_dir is not None:
         from .demo import CATEGORIES_FILE, make_demo
 
@@ -84,12 +86,33 @@ def open_data(
         except Exception as e:  # offline, gated, missing: say so plainly
             raise DataError(f"cannot load the Hub dataset {data!r}: {e}") from None
         desc = f"Hub dataset {data}"
+        hub_id = data
     else:
         raise DataError(f"--data {data}: no such file or folder")
     missing = {"image", "category_id"} - set(ds.column_names)
     if missing:
         raise DataError(f"{desc} lacks the columns {sorted(missing)}; is it GPR1200?")
-    return Data(ds, desc, len(ds) == protocol.NUM_IMAGES, str(data), categories)
+    return Data(ds, desc, _is_full(ds), str(data), categories, hub_id, _hub_revision(hub_id))
+
+
+def _is_full(ds) -> bool:
+    """The whole benchmark: 12000 images, the 1200 categories x 10, canonical order."""
+    if len(ds) != protocol.NUM_IMAGES:
+        return False
+    labels = np.asarray(list(ds["category_id"]), dtype=np.int64)
+    return bool(np.array_equal(labels, protocol.canonical_labels()))
+
+
+def _hub_revision(hub_id: str | None) -> str | None:
+    """The commit of a Hub dataset, when the Hub answers (None offline)."""
+    if hub_id is None:
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(hub_id).sha
+    except Exception:  # offline or private: the revision is simply unknown
+        return None
 
 
 def _slug(text: str) -> str:
@@ -106,33 +129,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def model_index(model: str, dataset_id: str, result: dict) -> list[dict]:
-    """The Hub model-card ``model-index`` entry for this result (mAP in percent)."""
-    from huggingface_hub import EvalResult
-    from huggingface_hub.repocard_data import eval_results_to_model_index
-
-    names = {"map": "GPR1200 mAP"} | {
-        f"map_{s.key}": f"GPR1200 mAP ({s.display_name})" for s in protocol.SUBSETS
-    }
-    evals = [
-        EvalResult(
-            task_type="image-retrieval",
-            task_name="Image Retrieval",
-            dataset_type=dataset_id,
-            dataset_name="GPR1200",
-            dataset_split="test",
-            metric_type="map",
-            metric_name=names[k],
-            metric_value=round(100 * v, 2),
-            source_name="gpr1200-hf",
-            source_url="https://arxiv.org/abs/2111.13122",
-        )
-        for k, v in result.items()
-        if k in names
-    ]
-    return eval_results_to_model_index(model, evals)
 
 
 def evaluate_model(
@@ -155,7 +151,7 @@ def evaluate_model(
     chunk_rows: int | None = None,
     max_chunks: int | None = None,
     progress: bool = True,
-    dataset_id: str = "gpr1200",
+    hub_dataset: str | None = None,
 ) -> dict | None:
     """Embed GPR1200 with ``model``, score it and write the run folder; returns results.json's
     content (``None`` on processes other than the main one, or for a time-boxed partial run)."""
@@ -228,6 +224,8 @@ def evaluate_model(
             "full_benchmark": source.is_full,
             "location": source.location,
             "categories": source.categories,
+            "hub_dataset": hub_dataset or source.hub_id,
+            "revision": source.revision,
         },
         "protocol": {"metric": metric, "ties": ties, "include_self": include_self},
         "metrics": scores,
@@ -244,14 +242,14 @@ def evaluate_model(
         "versions": library_versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_run(run_dir, results, ranking, labels, source.dataset, dataset_id)
-    return results | {"run_dir": str(run_dir)}
+    notes = write_run(run_dir, results, ranking, labels, source.dataset)
+    return results | {"run_dir": str(run_dir), "notes": notes}
 
 
-def write_run(run_dir: Path, results, ranking, labels, dataset, dataset_id: str) -> None:
-    """results.json, per-query APs, the chart, the model-index YAML and the table."""
-    import yaml
-
+def write_run(run_dir: Path, results, ranking, labels, dataset) -> list[str]:
+    """results.json, per-query APs, the chart, the table and, for a full-benchmark run with a
+    Hub dataset id, the Hub's eval results and model-index; returns notes for the user."""
+    from .hub_results import why_not_a_benchmark_result, write_hub_results
     from .plots import save_subset_chart
     from .report import paper_layout_table, paper_results
 
@@ -270,15 +268,24 @@ def write_run(run_dir: Path, results, ranking, labels, dataset, dataset_id: str)
         file_names=names,
     )
     paper = [r for r in paper_results() if r.label in DEFAULT_PAPER_ROWS]
-    save_subset_chart(run_dir / CHART, [(results["model"], results["metrics"])], paper)
-    (run_dir / MODEL_INDEX).write_text(
-        yaml.safe_dump(
-            {"model-index": model_index(results["model"], dataset_id, results["metrics"])},
-            sort_keys=False,
-        )
-    )
-    table = paper_layout_table([(results["model"], results["metrics"])], paper_results())
+    sample = why_not_a_benchmark_result(results)
+    title = None if sample is None else sample_title(results)
+    run = [(results["model"], results["metrics"])]
+    save_subset_chart(run_dir / CHART, run, paper, title=title)
+    table = paper_layout_table(run, paper_results())
+    if title:
+        table = f"**{title}**\n\n{table}"
     (run_dir / TABLE).write_text(table + "\n")
+    return write_hub_results(run_dir, results, results["data"].get("hub_dataset"))
+
+
+def sample_title(results: dict) -> str:
+    """The caption of a sample run's chart and table: it is not the benchmark."""
+    data = results["data"]
+    return (
+        f"SAMPLE of {data['num_images']} images / {data['num_categories']} categories, "
+        "not the GPR1200 benchmark: not comparable with the paper's rows"
+    )
 
 
 def load_results(path: str | Path) -> dict:

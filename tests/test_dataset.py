@@ -249,7 +249,6 @@ def test_export_hub_round_trip(demo, tmp_path, monkeypatch):
     for text in (
         "non-commercial",
         "removed on request",
-        "gate this repository",
         "@inproceedings",
         "| IN-Sketch (`sketch`) | ImageNet-Sketch | 400-599 | 2 |",
         "gpr1200 evaluate",

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 from safetensors import safe_open
 
@@ -197,11 +196,14 @@ def test_demo_end_to_end_with_a_local_model(models, tmp_path, capsys):
         assert ap["ap"].shape == (240,) and ap["ap"].mean() == pytest.approx(res["metrics"]["map"])
         png = (run / "chart.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-        index = yaml.safe_load((run / "model_index.yaml").read_text())["model-index"][0]
-        assert index["results"][0]["metrics"][0]["value"] == round(100 * res["metrics"]["map"], 2)
-        assert "| GPR" in (run / "table.md").read_text()
+        # A sample is never written as a benchmark result, and says so where it is shown.
+        assert not (run / "model_index.yaml").exists()
+        assert not (run / ".eval_results").exists()
+        table_md = (run / "table.md").read_text()
+        assert "| GPR" in table_md and "SAMPLE of 240 images" in table_md
         assert f"{100 * res['metrics']['map']:.1f}" in printed
     assert "baseline:color-hist" in printed and "paper: ViT-L/16" in printed
+    assert "no Hub eval results or model-index written: the run scored a sample" in printed
     # build merges the runs.
     assert main(["build", *map(str, runs), "--out", str(tmp_path / "t.md"), "--paper"]) == 0
     table = (tmp_path / "t.md").read_text()

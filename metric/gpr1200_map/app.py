@@ -61,9 +61,7 @@ def run_score(file, labels, mode, metric, ties, include_self, normalize, compare
         if mode == "indices":
             result = _scoring.score_indices(array, y, normalize=normalize)
         else:
-            result = _scoring.score(
-                array, y, metric=metric, ties=ties, include_self=include_self
-            )
+            result = _scoring.score(array, y, metric=metric, ties=ties, include_self=include_self)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line for the user
         raise gr.Error(_one_line(e, file, labels)) from None
     table = [[k, DISPLAY.get(k, k), round(100 * v, 1), v] for k, v in result.items()]

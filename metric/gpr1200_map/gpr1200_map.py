@@ -15,6 +15,7 @@ from .errors import InputError
 from .protocol import CITATION
 from .ranking import resolve_labels
 from .scoring import score, score_indices
+
 # Imported so that evaluate copies it: scoring uses it for device="cuda" and other torch devices.
 from .ranking_torch import rank_counts_torch
 

@@ -1,0 +1,146 @@
+"""Results the Hub understands: eval.yaml, .eval_results, model-index, the dataset card, push."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import datasets
+import numpy as np
+import pytest
+import yaml
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCard, parse_eval_result_entries
+
+import gpr1200_hf as g
+from gpr1200_hf import hub_results, protocol
+from gpr1200_hf.cli import main
+from gpr1200_hf.demo import make_demo
+
+
+@pytest.fixture(scope="module")
+def full_results():
+    """results.json content of a run on 12000 rows in canonical order (synthetic embeddings)."""
+    rng = np.random.default_rng(5)
+    labels = protocol.canonical_labels()
+    centres = rng.standard_normal((1200, 16))
+    x = (centres[labels] + 1.2 * rng.standard_normal((labels.size, 16))).astype(np.float32)
+    metrics = g.score(x, labels)
+    return {
+        "model": "org/model",
+        "pooling": "cls",
+        "dtype": "fp32",
+        "data": {
+            "num_images": 12000,
+            "num_categories": 1200,
+            "full_benchmark": True,
+            "revision": "0123456789abcdef0123456789abcdef01234567",
+        },
+        "protocol": {"metric": "cosine", "ties": "expected", "include_self": True},
+        "metrics": metrics,
+        "date": dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc).isoformat(),
+    }
+
+
+def test_eval_results_of_a_full_run(full_results, tmp_path):
+    notes = hub_results.write_hub_results(tmp_path, full_results, "org/gpr1200")
+    assert notes and "wrote" in notes[0]
+    raw = yaml.safe_load((tmp_path / ".eval_results/gpr1200.yaml").read_text())
+    entries = parse_eval_result_entries(raw)
+    assert [e.task_id for e in entries] == [t["id"] for t in hub_results.eval_yaml()["tasks"]]
+    for e in entries:
+        assert e.dataset_id == "org/gpr1200"
+        assert e.value == round(100 * full_results["metrics"][e.task_id], 2)
+        assert e.dataset_revision == full_results["data"]["revision"]
+        assert e.date == full_results["date"] and e.source_url
+        assert "ties=expected" in e.notes and "query included" in e.notes
+    index = yaml.safe_load((tmp_path / "model_index.yaml").read_text())["model-index"][0]
+    result = index["results"][0]
+    assert result["task"]["type"] == "image-feature-extraction"
+    assert result["dataset"]["type"] == "org/gpr1200" and result["dataset"]["split"] == "test"
+    assert result["metrics"][0]["value"] == round(100 * full_results["metrics"]["map"], 2)
+
+
+def test_no_results_without_hub_id_or_for_a_sample(full_results, tmp_path):
+    (tmp_path / ".eval_results").mkdir()
+    (tmp_path / ".eval_results/gpr1200.yaml").write_text("stale")
+    notes = hub_results.write_hub_results(tmp_path, full_results, None)
+    assert len(notes) == 1 and "--hub-dataset" in notes[0]
+    assert not (tmp_path / ".eval_results/gpr1200.yaml").exists()  # never a stale file
+    sample = full_results | {"data": full_results["data"] | {"full_benchmark": False}}
+    notes = hub_results.write_hub_results(tmp_path, sample, "org/gpr1200")
+    assert "sample" in notes[0] and not list(tmp_path.rglob("*.yaml"))
+    with pytest.raises(g.InputError, match="sample"):
+        hub_results.eval_result_entries(sample, "org/gpr1200")
+
+
+def test_push_results_offline_is_one_line(full_results, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_results.write_hub_results(tmp_path, full_results, "org/gpr1200")
+    code = main(["push-results", str(tmp_path), "--model", "org/model"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: could not open a pull request on org/model")
+    assert len(err.splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["push-results", str(empty), "--model", "org/model"]) == 2
+    assert "--hub-dataset" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    images, cats = make_demo(root / "demo", per_subset=2, seed=4, size=(40, 56))
+    out = root / "gpr1200"
+    code = main(
+        [
+            "export-hub",
+            str(out),
+            "--source",
+            str(images.parent),
+            "--categories",
+            str(cats),
+            "--no-strict",
+            "--cache-dir",
+            str(root / "cache"),
+            "--repo-id",
+            "org/gpr1200",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_export_writes_eval_yaml_license_and_a_valid_card(export):
+    spec = yaml.safe_load((export / "eval.yaml").read_text())
+    assert spec == hub_results.eval_yaml()
+    assert spec["name"] and spec["description"]
+    assert spec["evaluation_framework"] == hub_results.EVALUATION_FRAMEWORK
+    assert [t["id"] for t in spec["tasks"]] == ["map", *[f"map_{s.key}" for s in protocol.SUBSETS]]
+    assert all(t["config"] == "default" and t["split"] == "test" for t in spec["tasks"])
+
+    card = DatasetCard.load(export / "README.md")
+    data = card.data
+    assert data.license == "other" and data.license_link == "LICENSE"
+    assert (export / "LICENSE").read_text().startswith("GPR1200")
+    assert data.extra_gated_prompt and data.extra_gated_fields
+    infos = DatasetInfosDict.from_dataset_card_data(data)
+    info = infos["default"]
+    shards = sorted((export / "data").glob("*.parquet"))
+    assert info.download_size == sum(p.stat().st_size for p in shards) > 0
+    assert info.splits["test"].num_examples == 120
+    assert info.features == datasets.load_dataset(str(export), split="test").features
+    text = card.text
+    assert "Personal and sensitive information" in text and "IMDB-WIKI" in text
+    assert "uploader" not in text.lower() and "suggestion" not in text.lower()
+    assert "evaluation framework" in text and hub_results.EVALUATION_FRAMEWORK in text
+    for task in hub_results.TASKS:
+        assert f"`{task}`" in text
+
+
+def test_export_push_offline_is_one_line(export, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from gpr1200_hf.hub import push_folder
+
+    with pytest.raises(g.InputError, match="could not push") as err:
+        push_folder(export, "org/gpr1200")
+    assert "\n" not in str(err.value)
