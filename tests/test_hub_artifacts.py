@@ -203,7 +203,8 @@ def test_pyproject_maps_the_asset_folders():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapped = {k.removeprefix("gpr1200_hf."): v for k, v in config["package-dir"].items()}
     assert {k: mapped[k] for k in ASSET_DIRS} == ASSET_DIRS
-    assert set(config["packages"]) == {"gpr1200_hf"} | {f"gpr1200_hf.{k}" for k in ASSET_DIRS}
+    assets = {f"gpr1200_hf.{k}" for k in ASSET_DIRS}
+    assert set(config["packages"]) == {"gpr1200_hf", "gpr1200_hf.data"} | assets
 
 
 @pytest.fixture(scope="session")
