@@ -509,6 +509,10 @@ def build_parser() -> Parser:
     return parser
 
 
+# Exceptions from these packages are network or Hub failures, not bugs of ours.
+_NETWORK_MODULES = ("httpx", "httpcore", "requests", "urllib3", "aiohttp", "huggingface_hub")
+
+
 def describe(error: BaseException) -> str:
     """One line for ``error: ...``: the problem, naming the file where one is known."""
     if isinstance(error, InputError):
@@ -518,6 +522,8 @@ def describe(error: BaseException) -> str:
         text = f"{names}: {error.strerror or error}"
     elif isinstance(error, OSError):
         text = f"{error.strerror or error}"
+    elif type(error).__module__.startswith(_NETWORK_MODULES):
+        text = f"network or Hub request failed: {type(error).__name__}: {error}"
     elif isinstance(error, MemoryError):
         text = f"out of memory ({error or 'no details'}); is the input far larger than expected?"
     else:

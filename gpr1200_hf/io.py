@@ -29,8 +29,12 @@ PICKLE_HINT = (
     "pickle files can run arbitrary code when loaded, so they are refused; convert the array "
     "with numpy.save('embeddings.npy', array) or safetensors and pass that file"
 )
-# Largest array read from any file (16 GiB: 12000 x 12000 float64 rankings take 1.2 GB).
-MAX_ARRAY_BYTES = 16 << 30
+# Largest array read from any file (12000 x 12000 int64 rankings take 1.2 GB).
+MAX_ARRAY_BYTES = 4 << 30
+# Compressed data (npz members, parquet columns) above this size may expand at most
+# MAX_COMPRESSION_RATIO times: real embeddings and rankings compress far less.
+RATIO_CHECK_BYTES = 64 << 20
+MAX_COMPRESSION_RATIO = 100
 # Longest file name accepted in a file_names array or column (characters).
 MAX_NAME_CHARS = 4096
 _ALLOWED_KINDS = "biufUS"  # bool, integers, floats, unicode/byte strings
@@ -61,6 +65,16 @@ def _is_pickle(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(2)
     return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def check_expansion(compressed: int, expanded: int, where: str) -> None:
+    """Refuse compressed data that expands implausibly (a decompression bomb)."""
+    if expanded > RATIO_CHECK_BYTES and expanded > MAX_COMPRESSION_RATIO * max(compressed, 1):
+        raise InputError(
+            f"{where}: {_fmt_bytes(compressed)} compressed expand to {_fmt_bytes(expanded)} "
+            f"({expanded // max(compressed, 1)}x), which no real embeddings or rankings do; "
+            "refused as a likely decompression bomb (store the array uncompressed)"
+        )
 
 
 def _fmt_bytes(n: int) -> str:
@@ -101,7 +115,7 @@ def read_npy_header(f: BinaryIO, where: str) -> NpyHeader:
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, SyntaxError, TypeError) as e:
+    except Exception as e:  # numpy parses the header text: any failure means a bad header
         raise InputError(f"{where}: corrupt .npy header ({e}); save the array again") from e
     if dtype.hasobject:
         raise InputError(
@@ -183,8 +197,10 @@ class _Npz:
 
     def read(self, key: str) -> np.ndarray:
         info = self.members[key]
+        check_expansion(info.compress_size, info.file_size, self.where(key))
         with self.zf.open(info) as f:
             header = read_npy_header(f, self.where(key))
+            check_expansion(info.compress_size, header.nbytes, self.where(key))
             declared = info.file_size - f.tell()  # the zip's uncompressed size, less the header
             if header.nbytes > declared:
                 raise InputError(
@@ -282,10 +298,14 @@ def _read_safetensors(path: Path) -> LoadedArray:
             key = _pick_key(keys, lambda k: len(f.get_slice(k).get_shape()), path)
             meta = f.metadata() or {}
             array = f.get_tensor(key)
+    except InputError:
+        raise
     except SafetensorError as e:
         raise InputError(f"{path}: not a valid .safetensors file ({e})") from e
     except (TypeError, ValueError) as e:  # e.g. a dtype numpy lacks (bf16)
-        raise InputError(f"{path}: cannot read tensor as a numpy array ({e})") from e
+        raise InputError(
+            f"{path}: cannot read the tensor as a numpy array ({e}); store float32 or float16"
+        ) from e
     names = None
     if "file_names" in meta:
         try:
@@ -310,8 +330,7 @@ def _read_parquet(path: Path) -> LoadedArray:
     except ImportError as e:
         raise InputError("reading .parquet needs: pip install pyarrow") from e
     try:
-        pf = pq.ParquetFile(path)
-        columns = pf.schema_arrow.names
+        columns = pq.ParquetFile(path).schema_arrow.names
         column = next((c for c in ARRAY_KEYS if c in columns), None)
         if column is None:
             raise InputError(
@@ -320,7 +339,9 @@ def _read_parquet(path: Path) -> LoadedArray:
             )
         name_col = next((c for c in ("file_name", "file_names") if c in columns), None)
         wanted = [column] + ([name_col] if name_col else [])
-        _check_parquet_size(pf, wanted, path)
+        # File names stay dictionary-encoded: a repeated name is not materialised per row.
+        pf = pq.ParquetFile(path, read_dictionary=[name_col] if name_col else None)
+        _check_parquet_size(pf, column, name_col, path)
         table = pf.read(columns=wanted)  # only the used columns are decompressed
     except (pa.ArrowException, OSError) as e:
         raise InputError(f"{path}: not a readable .parquet file ({e})") from e
@@ -337,30 +358,62 @@ def _read_parquet(path: Path) -> LoadedArray:
     array = values.reshape(len(col), width)
     names = None
     if name_col is not None:
-        names_arr = table.column(name_col)
-        if not pa.types.is_string(names_arr.type) and not pa.types.is_large_string(names_arr.type):
-            raise InputError(f"{path}: column {name_col!r} must hold strings, not {names_arr.type}")
-        if names_arr.null_count:
-            raise InputError(f"{path}: column {name_col!r} has empty (null) file names")
-        names = names_arr.to_pylist()
+        names = _parquet_names(table.column(name_col).combine_chunks(), f"{path} ({name_col!r})")
     return LoadedArray(array, names)
 
 
-def _check_parquet_size(pf, columns: list[str], path: Path) -> None:
-    """Refuse before reading when the used columns declare an absurd decompressed size."""
+def _parquet_names(col, where: str) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(col.type):
+        dictionary, indices = col.dictionary, col.indices
+    else:
+        dictionary, indices = col, None
+    if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
+        raise InputError(f"{where}: file names must be strings, not {dictionary.type}")
+    if col.null_count:
+        raise InputError(f"{where}: has empty (null) file names")
+    longest = pc.max(pc.utf8_length(dictionary)).as_py() or 0
+    if longest > MAX_NAME_CHARS:
+        raise InputError(
+            f"{where}: a file name of {longest} characters; at most {MAX_NAME_CHARS} accepted"
+        )
+    values = dictionary.to_pylist()
+    if indices is None:
+        return values
+    return [values[i] for i in indices.to_numpy(zero_copy_only=False)]
+
+
+_PARQUET_WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8}
+
+
+def _check_parquet_size(pf, column: str, name_col: str | None, path: Path) -> None:
+    """Refuse before reading when the used columns would decode to an absurd size: the values
+    of ``column`` (counted from the metadata) and the file name pages, against their bytes on
+    disk."""
     meta = pf.metadata
-    total = 0
+    expanded = packed = 0
     for rg in range(meta.num_row_groups):
         group = meta.row_group(rg)
         for c in range(group.num_columns):
             chunk = group.column(c)
-            if chunk.path_in_schema.split(".")[0] in columns:
-                total += max(int(chunk.total_uncompressed_size), 0)
-    if total > MAX_ARRAY_BYTES:
+            top = chunk.path_in_schema.split(".")[0]
+            if top == column:
+                width = _PARQUET_WIDTH.get(chunk.physical_type, 8)
+                expanded += max(int(chunk.num_values), 0) * width
+            elif top == name_col:
+                expanded += max(int(chunk.total_uncompressed_size), 0)
+            else:
+                continue
+            packed += max(int(chunk.total_compressed_size), 0)
+    where = f"{path} (columns {column}{', ' + name_col if name_col else ''})"
+    if expanded > MAX_ARRAY_BYTES:
         raise InputError(
-            f"{path}: columns {', '.join(columns)} declare {_fmt_bytes(total)} uncompressed, more "
-            f"than the {_fmt_bytes(MAX_ARRAY_BYTES)} accepted"
+            f"{where}: decode to {_fmt_bytes(expanded)}, more than the "
+            f"{_fmt_bytes(MAX_ARRAY_BYTES)} accepted"
         )
+    check_expansion(packed, expanded, where)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -425,6 +478,11 @@ def read_results(path: str | Path) -> dict:
     """A run's results.json (or the one inside a run folder), checked for what tables need."""
     path = Path(path)
     if path.is_dir():
+        if not (path / RESULTS_FILE).exists():
+            raise InputError(
+                f"{path}: no {RESULTS_FILE} in this folder; pass a run folder written by "
+                "gpr1200 evaluate"
+            )
         path = path / RESULTS_FILE
     data = read_json(path, "results.json")
     problem = _results_problem(data)
