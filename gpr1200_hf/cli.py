@@ -156,7 +156,10 @@ def _score_args(p: argparse.ArgumentParser) -> None:
         help="indices mode: divide AP@K by all relevant items or by those retrieved",
     )
     p.add_argument(
-        "--json", dest="json_out", help="write the score dict to this JSON file (replaced if any)"
+        "--json",
+        dest="json_out",
+        metavar="FILE",
+        help="write the score dict to this JSON file (replaced if it exists)",
     )
     p.add_argument("--device", help="score on this torch device (cuda, cpu...) (default: numpy)")
 
@@ -406,6 +409,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json",
         dest="json_out",
+        metavar="FILE",
         help="write the statistics to this JSON file (replaced if it exists)",
     )
     p.add_argument(
@@ -476,7 +480,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (
             "default" not in text
-            and default not in (None, False, argparse.SUPPRESS)
+            and default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
             and action.option_strings
         ):
             text += " (default: %(default)s)"
