@@ -63,7 +63,15 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def markdown_cell(value) -> str:
+    """A table cell's text: ``|`` escaped, line breaks and other control characters as spaces."""
+    text = "".join(" " if ch < " " or ch == "\x7f" else ch for ch in str(value))
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    header = [markdown_cell(c) for c in header]
+    rows = [[markdown_cell(c) for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
