@@ -195,14 +195,15 @@ def open_upload(path: str) -> Image.Image:
     name = Path(path).name
     try:
         with Image.open(path) as im:
-            if im.width * im.height > MAX_UPLOAD_PIXELS:
-                raise gr.Error(
-                    f"{name}: {im.width}x{im.height} pixels is too large; upload an image of at "
-                    f"most {MAX_UPLOAD_PIXELS // 1_000_000} megapixels"
-                )
-            return im.convert("RGB")
+            size = im.size
+            if size[0] * size[1] <= MAX_UPLOAD_PIXELS:
+                return im.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise gr.Error(f"{name}: not an image this app can read ({type(e).__name__})") from None
+    raise gr.Error(
+        f"{name}: {size[0]}x{size[1]} pixels is too large; upload an image of at most "
+        f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels"
+    )
 
 
 def search_upload(ex: Explorer, run_name: str, path: str | None, k: int):
