@@ -487,6 +487,40 @@ def _run_files(*runs: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# --------------------------------------------------------------------------- export-space
+
+
+def _export_space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", choices=["metric", "explorer"], help="which Space to write")
+    p.add_argument("out", help="new or empty folder to write it to")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="explorer only: run folders (or the --output-dir holding them) to ship; "
+        "default: the demo sample and the weight-free baseline runs",
+    )
+
+
+@command("export-space", _export_space_args)
+def cmd_export_space(args: argparse.Namespace) -> int:
+    """Write a Space folder to upload to the Hub: the metric or the retrieval explorer."""
+    from .spaces import export_explorer_space, export_metric_space
+
+    if args.space == "metric":
+        if args.runs:
+            raise InputError("--runs is for the explorer Space only")
+        out = export_metric_space(args.out)
+    else:
+        out = export_explorer_space(args.out, runs=args.runs)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote the {args.space} Space to {out} ({size / 2**20:.1f} MB)")
+    print(f"upload it with: hf upload ORG/NAME {out} --repo-type space")
+    print(f"  (older clients: huggingface-cli upload ORG/NAME {out} --repo-type space)")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

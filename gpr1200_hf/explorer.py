@@ -1,12 +1,16 @@
 """The logic behind the retrieval explorer Space: runs, queries, top-k and their relevance.
 
 A *run* is a folder written by ``gpr1200 evaluate``: results.json, per_query.npz and the cached
-embeddings it names. Everything here is plain Python/numpy so it is tested without a browser.
+embeddings it names. A run copied into a Space by ``gpr1200 export-space explorer`` carries its
+embeddings next to results.json and an ``explorer.json`` saying where its images are (a Hub
+dataset id, or a copied sample relative to the run folder). Everything here is plain
+Python/numpy so it is tested without a browser.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +21,12 @@ from . import protocol
 from .compare import PerQuery
 from .errors import InputError
 from .ranking import prepare
+
+# The weight-free runs the explorer shows when it is given none (built on the demo sample).
+DEMO_MODELS = ("baseline:color-hist", "baseline:color-only")
+EMBEDDINGS = "embeddings.safetensors"
+# In a run copied into a Space: {"data": {"location": ..., "categories": ..., "hub": bool}}.
+SPACE_FILE = "explorer.json"
 
 
 @dataclass
@@ -33,14 +43,45 @@ class Run:
     def metric(self) -> str:
         return self.results["protocol"]["metric"]
 
+    @property
+    def embeddings_path(self) -> Path:
+        """The run's embeddings: next to results.json (a Space copy), else the evaluate cache."""
+        here = self.folder / EMBEDDINGS
+        if here.is_file():
+            return here
+        return Path(self.results["embeddings_cache"]) / EMBEDDINGS
+
+    @property
+    def data(self) -> tuple[str, str | None]:
+        """(location, categories) of the run's images, as ``runner.open_data`` takes them."""
+        ref_file = self.folder / SPACE_FILE
+        if not ref_file.is_file():
+            data = self.results["data"]
+            return data["location"], data.get("categories")
+        ref = json.loads(ref_file.read_text())["data"]
+        if ref.get("hub"):
+            return ref["location"], None
+        cats = ref.get("categories")
+        here = str(self.folder)
+        return (
+            os.path.normpath(os.path.join(here, ref["location"])),
+            os.path.normpath(os.path.join(here, cats)) if cats else None,
+        )
+
     @cached_property
     def embeddings(self) -> np.ndarray:
         from safetensors.numpy import load_file
 
-        path = Path(self.results["embeddings_cache"]) / "embeddings.safetensors"
+        path = self.embeddings_path
         if not path.is_file():
-            raise InputError(f"{path}: the run's cached embeddings are gone; rerun evaluate")
-        return load_file(str(path))["embeddings"]
+            raise InputError(f"{self.name}: the run's cached embeddings are gone; rerun evaluate")
+        emb = load_file(str(path))["embeddings"]
+        if emb.shape[0] != len(self.per_query.ap):
+            raise InputError(
+                f"{self.name}: {emb.shape[0]} embeddings for {len(self.per_query.ap)} queries; "
+                "rerun evaluate"
+            )
+        return emb
 
     @cached_property
     def _scoring(self) -> tuple[np.ndarray, np.ndarray | None]:

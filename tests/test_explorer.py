@@ -45,8 +45,13 @@ def test_runs_ranks_and_top_k_agree_with_the_library(demo_dir):
 
 @pytest.fixture(scope="module")
 def server(demo_dir):
+    # PYTHONPATH: this checkout's package, whatever the environment has installed
     with serve_app(
-        REPO / "spaces/explorer", "--demo", timeout=180, GPR1200_DEMO_DIR=str(demo_dir)
+        REPO / "spaces/explorer",
+        "--demo",
+        timeout=180,
+        GPR1200_DEMO_DIR=str(demo_dir),
+        PYTHONPATH=str(REPO),
     ) as url:
         yield url
 
@@ -119,7 +124,7 @@ def test_explorer_in_a_real_browser(server, demo_dir, tmp_path):
         browser.close()
 
 
-def test_uploaded_image_is_embedded_with_the_runs_model(demo_dir):
+def test_uploaded_image_is_embedded_with_the_runs_model(demo_dir, tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("explorer_app", REPO / "spaces/explorer/app.py")
@@ -127,8 +132,9 @@ def test_uploaded_image_is_embedded_with_the_runs_model(demo_dir):
     spec.loader.exec_module(app)
     ex = app.Explorer(discover_runs(demo_dir))
     run = next(iter(ex.runs.values()))
-    image = ex.image(run, 42)
-    gallery = app.search_upload(ex, run.name, image, 3)
+    upload = tmp_path / "query.png"
+    ex.image(run, 42).save(upload)  # lossless: the upload is image 42 itself
+    gallery = app.search_upload(ex, run.name, str(upload), 3)
     assert len(gallery) == 3
     hits = top_k(run, run.embeddings[42], 3, category_id=-1)
     assert hits[0].index == 42 and hits[0].score == pytest.approx(1.0, abs=1e-5)
