@@ -223,8 +223,6 @@ def extract(
             )
         except CacheMismatch as e:
             warn(f"cached embeddings {final} are not reused: {e}; recomputing them")
-    if state is not None:  # nobody may create the folder while another reads the final file
-        state.wait_for_everyone()
     folder.mkdir(parents=True, exist_ok=True)
     done = _done_chunks(folder, key, layout, warn)
     if state is not None:  # all processes must see the same finished chunks
