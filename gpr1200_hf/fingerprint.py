@@ -58,7 +58,8 @@ def folder_fingerprint(folder: str | Path) -> str:
 
 def source_fingerprint(source: str | Path) -> str:
     """Content fingerprint of a GPR1200 source: the official zip, an images folder (or a folder
-    holding ``images/``) or an exported dataset folder (README.md and ``data/``)."""
+    holding ``images/``: the images that the loader reads) or an exported dataset folder
+    (README.md and ``data/``)."""
     source = Path(source)
     if source.is_file() and zipfile.is_zipfile(source):
         return "zip-" + zip_fingerprint(source)[:32]
@@ -69,8 +70,14 @@ def source_fingerprint(source: str | Path) -> str:
             shards = [p for p in data.rglob("*") if p.is_file()]
             files += sorted(("data/" + p.relative_to(data).as_posix(), p) for p in shards)
             return "export-" + files_fingerprint(files)[:32]
-        folder = source / "images" if (source / "images").is_dir() else source
-        return "folder-" + folder_fingerprint(folder)[:32]
+        from .dataset import list_members
+
+        # Exactly the files the loader reads (and nothing of an unrelated tree: the structure
+        # check refuses it first).
+        members = list_members(source, strict=False)
+        return (
+            "folder-" + files_fingerprint([(m.file_name, Path(m.location)) for m in members])[:32]
+        )
     if source.is_file():  # not a zip: the loader refuses it with its own message
         return "file-" + files_fingerprint([(source.name, source)])[:32]
     raise DataError(f"{source} does not exist")
