@@ -164,7 +164,8 @@ def transformers_embedder(
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot load model {model_id!r}: {e}") from None
+        where = "" if local.exists() else f" (nor is there a local folder {model_id})"
+        raise InputError(f"cannot load model {model_id!r}{where}: {_one_line(e)}") from None
     pooling = pooling or DEFAULT_POOLING.get(config.model_type, "pooler")
     if pooling not in POOLERS:
         raise InputError(f"pooling {pooling!r} is not supported; choose {', '.join(POOLINGS)}")
@@ -176,7 +177,7 @@ def transformers_embedder(
         model = AutoModel.from_pretrained(source, dtype=torch_dtype, **kwargs, **extra)
         processor = AutoImageProcessor.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot load model {model_id!r}: {e}") from None
+        raise InputError(f"cannot load model {model_id!r}: {_one_line(e)}") from None
     valid = valid_poolings(model)
     if pooling not in valid:
         raise InputError(
@@ -227,6 +228,10 @@ def transformers_embedder(
         {"model_type": config.model_type},
         preprocessing=_processor_digest(processor),
     )
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def valid_poolings(model) -> tuple[str, ...]:
