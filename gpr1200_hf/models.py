@@ -6,6 +6,7 @@ workers) and a batch into L2-normalised float32 embeddings (``embed``, on the de
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,25 @@ DEFAULT_POOLING: dict[str, str] = {
 }
 
 
+def _hidden(model, inputs, pooling: str):
+    hidden = getattr(model(**inputs), "last_hidden_state", None)
+    if hidden is None:
+        raise InputError(f"this model has no last_hidden_state for --pooling {pooling}")
+    return hidden
+
+
 def _cls(model, inputs):
-    return model(**inputs).last_hidden_state[:, 0]
+    hidden = _hidden(model, inputs, "cls")
+    if hidden.dim() != 3:  # a feature map (B, C, H, W) has no CLS token
+        raise InputError(
+            "--pooling cls needs a token sequence; this model gives a feature map: "
+            "choose --pooling mean or pooler"
+        )
+    return hidden[:, 0]
 
 
 def _mean(model, inputs):
-    hidden = model(**inputs).last_hidden_state
+    hidden = _hidden(model, inputs, "mean")
     return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(dim=2)
 
 
@@ -82,6 +96,8 @@ class Embedder:
     embed: Callable[[dict], np.ndarray]
     device: str = "cpu"
     info: dict = field(default_factory=dict)
+    # Digest of everything else that shapes the embeddings (image processor config, code).
+    preprocessing: str = ""
 
 
 def baseline_embedder(name: str) -> Embedder:
@@ -99,7 +115,14 @@ def baseline_embedder(name: str) -> Embedder:
     def embed(batch):
         return np.asarray(batch["features"], dtype=np.float32)
 
-    return Embedder(name, None, name.split(":", 1)[1], "fp32", SIDE, preprocess, embed)
+    import inspect
+
+    from . import baseline
+
+    code = hashlib.sha256(inspect.getsource(baseline).encode()).hexdigest()[:16]
+    return Embedder(
+        name, None, name.split(":", 1)[1], "fp32", SIDE, preprocess, embed, preprocessing=code
+    )
 
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -134,11 +157,15 @@ def transformers_embedder(
 
     if dtype not in TORCH_DTYPES:
         raise InputError(f"dtype {dtype!r} is not supported; choose fp32, fp16 or bf16")
+    check_local_model(model_id)
+    local = Path(model_id).expanduser()
+    source = str(local) if local.is_dir() else model_id  # transformers does not expand ~
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(model_id, **kwargs)
+        config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot load model {model_id!r}: {e}") from None
+        where = "" if local.exists() else f" (nor is there a local folder {model_id})"
+        raise InputError(f"cannot load model {model_id!r}{where}: {_one_line(e)}") from None
     pooling = pooling or DEFAULT_POOLING.get(config.model_type, "pooler")
     if pooling not in POOLERS:
         raise InputError(f"pooling {pooling!r} is not supported; choose {', '.join(POOLINGS)}")
@@ -146,9 +173,18 @@ def transformers_embedder(
     extra = {}
     if config.model_type in NO_POOLER_NEEDED and pooling != "pooler":
         extra["add_pooling_layer"] = False  # no randomly initialised tanh head to load or run
-    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, **kwargs, **extra)
+    try:
+        model = AutoModel.from_pretrained(source, dtype=torch_dtype, **kwargs, **extra)
+        processor = AutoImageProcessor.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load model {model_id!r}: {_one_line(e)}") from None
+    valid = valid_poolings(model)
+    if pooling not in valid:
+        raise InputError(
+            f"--pooling {pooling} does not apply to {type(model).__name__} "
+            f"(model_type {config.model_type!r}); valid poolings: {', '.join(valid)}"
+        )
     model = model.to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
     pool = POOLERS[pooling]
     accepted = None
     if pooling == "image_features":
@@ -169,12 +205,17 @@ def transformers_embedder(
             v = v.to(device)
             inputs[k] = v.to(torch_dtype) if v.is_floating_point() else v
         out = pool(model, inputs).float()
+        if out.dim() != 2:
+            raise InputError(
+                f"--pooling {pooling} gives outputs of shape {tuple(out.shape)}, not one vector "
+                "per image; choose another --pooling"
+            )
         out = torch.nn.functional.normalize(out, dim=-1)
         return out.cpu().numpy()
 
     commit = getattr(config, "_commit_hash", None) or revision
-    if commit is None and Path(model_id).is_dir():
-        commit = _folder_hash(Path(model_id))
+    if local.is_dir():  # a local folder is identified by its content
+        commit = _folder_hash(local)
     return Embedder(
         model_id,
         commit,
@@ -185,19 +226,66 @@ def transformers_embedder(
         embed,
         device,
         {"model_type": config.model_type},
+        preprocessing=_processor_digest(processor),
     )
 
 
-def _folder_hash(folder: Path) -> str:
-    """Identity of a local model folder: names, sizes and mtimes of its files."""
-    import hashlib
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return "local-" + h.hexdigest()[:12]
+
+def valid_poolings(model) -> tuple[str, ...]:
+    """Dual encoders (CLIP, SigLIP...) embed images only through ``get_image_features``; a
+    vision backbone has no such method and is pooled from its outputs."""
+    if hasattr(model, "get_image_features"):
+        return ("image_features",)
+    return ("cls", "mean", "pooler")
+
+
+def _processor_digest(processor) -> str:
+    """Digest of the image processor's configuration (sizes, crops, means, resampling...)."""
+    try:
+        text = processor.to_json_string()
+    except (TypeError, ValueError):  # a custom processor that does not serialise
+        text = repr(sorted(vars(processor).items(), key=lambda kv: kv[0]))
+    return hashlib.sha256(f"{type(processor).__name__}\n{text}".encode()).hexdigest()[:16]
+
+
+def looks_like_path(model_id: str) -> bool:
+    """A model name written as a path (``./ckpt``, ``/abs/ckpt``, ``~/ckpt``, ``a/b/c``), not a
+    Hub id (``org/name``)."""
+    return (
+        model_id.startswith((".", "/", "~", "\\"))
+        or Path(model_id).is_absolute()
+        or model_id.count("/") > 1
+        or "\\" in model_id
+    )
+
+
+def check_local_model(model_id: str) -> None:
+    """Refuse a model path that does not name a model folder, saying so plainly."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(
+                f"model folder {model_id} has no config.json; point --model at a folder "
+                "written by save_pretrained (config.json, weights, preprocessor_config.json)"
+            )
+        return
+    if path.exists():
+        raise InputError(f"--model {model_id} is a file; give the model folder that holds it")
+    if looks_like_path(model_id):
+        raise InputError(
+            f"model folder {model_id} does not exist (resolved: {path.resolve()}); check the "
+            "path, or give a Hub id such as facebook/dinov2-small"
+        )
+
+
+def _folder_hash(folder: Path) -> str:
+    """Identity of a local model folder: the names and bytes of all its files."""
+    from .fingerprint import folder_fingerprint
+
+    return "local-" + folder_fingerprint(folder)[:16]
 
 
 # Loaders by prefix; anything else is a transformers checkpoint.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Data:
     is_full: bool
     location: str  # what open_data() takes to open it again
     categories: str | None = None
+    fingerprint: str | None = None  # content of the images (None: hash the loaded dataset)
     hub_id: str | None = None  # the Hub dataset id when the data came from the Hub
     revision: str | None = None  # its commit, when known
 
@@ -68,6 +70,15 @@ def open_data(
                 "id, or try --demo for a generated sample"
             )
     path = Path(data)
+    fingerprint = None
+    if path.exists():
+        from .fingerprint import source_fingerprint
+
+        # The datasets caches key local files by name, size and mtime: one cache per content,
+        # so that files replaced with their mtimes restored are never read from a stale cache.
+        fingerprint = source_fingerprint(path)
+        if cache_dir is not None:
+            cache_dir = Path(cache_dir) / fingerprint
     if path.is_dir() and (path / "data").is_dir() and (path / "README.md").is_file():
         ds = datasets.load_dataset(str(path), split="test", cache_dir=cache_dir)
         desc = f"exported folder {path}"
@@ -92,7 +103,16 @@ def open_data(
     missing = {"image", "category_id"} - set(ds.column_names)
     if missing:
         raise DataError(f"{desc} lacks the columns {sorted(missing)}; is it GPR1200?")
-    return Data(ds, desc, _is_full(ds), str(data), categories, hub_id, _hub_revision(hub_id))
+    return Data(
+        ds,
+        desc,
+        _is_full(ds),
+        str(data),
+        categories,
+        fingerprint,
+        hub_id,
+        _hub_revision(hub_id),
+    )
 
 
 def _is_full(ds) -> bool:
@@ -115,8 +135,26 @@ def _hub_revision(hub_id: str | None) -> str | None:
         return None
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-80:] or "model"
+def _slug(text: str, limit: int = 60) -> str:
+    """Visible, portable folder-name text: no separators, no leading dot."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-limit:].lstrip("._-") or "model"
+
+
+def model_label(model: str) -> str:
+    """Readable model part of a run folder name: a local folder by its own name (``./ckpt``
+    -> ``ckpt``), a Hub id as ``org_name``."""
+    path = Path(model).expanduser()
+    if not model.startswith("baseline:") and path.is_dir():
+        return _slug(path.resolve().name)
+    return _slug(model)
+
+
+def run_dir_name(config: dict) -> str:
+    """``<model>-<pooling>-<dtype>-<hash>``: the hash covers the whole configuration (model,
+    revision, pooling, dtype, preprocessing, data content, protocol), so different
+    configurations never share a folder; the same configuration reruns into its own."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{model_label(config['model'])}-{_slug(config['pooling'])}-{config['dtype']}-{digest}"
 
 
 def library_versions() -> dict[str, str]:
@@ -195,7 +233,16 @@ def evaluate_model(
         max_chunks=max_chunks,
         state=state,
         progress=progress,
+        fingerprint=source.fingerprint,
     )
+    if not ext.complete:
+        if state is None or state.is_main_process:
+            print(
+                f"{model}: partial run, {ext.chunks_done} of {ext.chunks_total} chunks embedded "
+                f"(cached in {ext.folder}); no results written. Rerun the same command to "
+                "resume (with or without --max-chunks; keep --chunk-rows)."
+            )
+        return None
     if ext.embeddings is None:
         return None
     labels = np.asarray(list(source.dataset["category_id"]), dtype=np.int64)
@@ -208,7 +255,18 @@ def evaluate_model(
         device=device if str(device).startswith("cuda") else None,  # numpy is fast on CPU
     )
     scores = summarize(ranking, labels)
-    run_dir = out / _slug(f"{model}-{embedder.pooling}-{dtype}")
+    config = {
+        "model": model,
+        "revision": embedder.revision,
+        "pooling": embedder.pooling,
+        "dtype": dtype,
+        "preprocessing": embedder.preprocessing,
+        "data": ext.fingerprint,
+        "metric": metric,
+        "ties": ties,
+        "include_self": include_self,
+    }
+    run_dir = out / run_dir_name(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     results = {
         "model": model,
@@ -239,6 +297,7 @@ def evaluate_model(
             "workers": workers,
         },
         "embeddings_cache": str(out / "embeddings" / ext.key),
+        "fingerprints": {"data": ext.fingerprint, "preprocessing": embedder.preprocessing},
         "versions": library_versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
