@@ -37,7 +37,15 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.results['model']} ({self.results['pooling']}, {self.results['dtype']})"
+        """Model, pooling, dtype and every protocol option that is not the official default."""
+        proto = self.results.get("protocol", {})
+        parts = [self.results["pooling"], self.results["dtype"]]
+        for key, default in (("metric", "cosine"), ("ties", "expected")):
+            if proto.get(key, default) != default:
+                parts.append(f"{key}={proto[key]}")
+        if not proto.get("include_self", True):
+            parts.append("query excluded")
+        return f"{self.results['model']} ({', '.join(parts)})"
 
     @property
     def metric(self) -> str:

@@ -138,3 +138,20 @@ def test_uploaded_image_is_embedded_with_the_runs_model(demo_dir, tmp_path):
     assert len(gallery) == 3
     hits = top_k(run, run.embeddings[42], 3, category_id=-1)
     assert hits[0].index == 42 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_run_names_tell_protocols_apart(tmp_path):
+    from gpr1200_hf.explorer import Run
+
+    base = {"model": "m", "pooling": "cls", "dtype": "fp32"}
+    official = {"metric": "cosine", "ties": "expected", "include_self": True}
+    names = {
+        Run(tmp_path, base | {"protocol": official | change}, None).name
+        for change in ({}, {"include_self": False}, {"metric": "l2"}, {"ties": "stable"})
+    }
+    assert names == {
+        "m (cls, fp32)",
+        "m (cls, fp32, query excluded)",
+        "m (cls, fp32, metric=l2)",
+        "m (cls, fp32, ties=stable)",
+    }

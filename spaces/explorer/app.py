@@ -55,7 +55,12 @@ class Explorer:
     def __init__(self, runs: list[Run]):
         if not runs:
             raise InputError("no runs found: run `gpr1200 evaluate` first, or pass --demo")
-        self.runs = {r.name: r for r in runs}
+        names = [r.name for r in runs]
+        # Runs of one configuration on other data share a name: the folder tells them apart.
+        self.runs = {
+            (name if names.count(name) == 1 else f"{name} [{r.folder.name}]"): r
+            for name, r in zip(names, runs)
+        }
         self._data: dict[str, object] = {}
         self._embedders: dict[str, object] = {}
         for run in runs:
