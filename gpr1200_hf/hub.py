@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import __version__, protocol
-from .dataset import load_gpr1200
+from .dataset import EXPORT_PARTIAL, SHARD_RE, load_gpr1200
+from .errors import InputError
 
 LICENSE_TEXT = (
     "The images are provided for **non-commercial research and educational purposes only**. "
@@ -85,18 +88,60 @@ def export_hub(
     ``datasets.load_dataset(out_dir)`` then returns the rows, order and features of
     ``load_gpr1200``. The folder holds no ``.py`` file (datasets would take it for a script).
     """
-    ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
     out = Path(out_dir)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    for old in (out / "data").glob("test-*.parquet"):
-        old.unlink()
+    _check_target(out)
+    ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
+    partial = out / EXPORT_PARTIAL
+    if partial.exists():  # left by an export that was stopped
+        shutil.rmtree(partial)
+    _write_shards(ds, partial / "data", max_shard_bytes)
+    _card(ds, repo_id, Path(source).name).save(partial / "README.md")
+    _move_into_place(partial, out)
+    return out
+
+
+def _check_target(out: Path) -> None:
+    """Refuse an output that is a file, or whose data/ holds anything but export shards."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; choose a folder to export into")
+    data, readme = out / "data", out / "README.md"
+    if data.exists() and not data.is_dir():
+        raise InputError(f"{data} exists and is not a folder; choose another output folder")
+    if readme.exists() and not readme.is_file():
+        raise InputError(f"{readme} exists and is not a file; choose another output folder")
+    foreign = (
+        sorted(p.name for p in data.iterdir() if not SHARD_RE.fullmatch(p.name))
+        if data.is_dir()
+        else []
+    )
+    if foreign:
+        raise InputError(
+            f"{data} holds files that are not export shards ({foreign[:3]}); they would be "
+            "lost: choose an empty or earlier export folder"
+        )
+
+
+def _write_shards(ds: datasets.Dataset, folder: Path, max_shard_bytes: int) -> None:
+    """``test-0000i-of-0000n.parquet`` shards of at most about ``max_shard_bytes``."""
+    folder.mkdir(parents=True)
     num_shards = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
     for i in range(num_shards):
         shard = ds.shard(num_shards, i, contiguous=True)
         # The builder stores image bytes (never paths), so the parquet embeds them.
-        shard.to_parquet(str(out / "data" / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
-    _card(ds, repo_id, Path(source).name).save(out / "README.md")
-    return out
+        shard.to_parquet(str(folder / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Swap the new data/ in for the old one, then put the README in place, last.
+
+    Until the README moves, the folder holds either the previous complete export, no data/,
+    or the new complete data/: a stopped export never loads as a partial dataset.
+    """
+    if (out / "data").exists():
+        os.replace(out / "data", partial / "old-data")
+    os.replace(partial / "data", out / "data")
+    os.replace(partial / "README.md", out / "README.md")
+    shutil.rmtree(partial)
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True) -> str:
