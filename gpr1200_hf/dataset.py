@@ -569,14 +569,12 @@ def load_exported(path: str | Path, *, cache_dir: str | Path | None = None) -> d
 
 
 def _sizes(e: Exception) -> str:
-    try:
-        (bad,) = e.args[0]
-        return (
-            f"it declares {bad['expected'].num_examples} rows, the shards hold "
-            f"{bad['recorded'].num_examples}"
-        )
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-        return str(e)
+    """``it declares X rows, the shards hold Y`` from datasets' (stringified) split report."""
+    found = re.findall(r"'(expected|recorded)': SplitInfo\(.*?num_examples=(\d+)", str(e))
+    rows = dict(found)
+    if set(rows) == {"expected", "recorded"}:
+        return f"it declares {rows['expected']} rows, the shards hold {rows['recorded']}"
+    return str(e)
 
 
 def _check_export_features(path: Path, features: datasets.Features) -> None:
