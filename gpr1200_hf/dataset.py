@@ -142,7 +142,16 @@ def read_categories(path: str | Path, needed: set[int] | None = None) -> list[st
             )
     if missing and needed is None:
         raise DataError(f"category JSON {path} lacks {len(missing)} IDs, e.g. {missing[:5]}")
-    return [texts.get(i, f"category {i}") for i in range(protocol.NUM_CATEGORIES)]
+    names = [texts.get(i, f"category {i}") for i in range(protocol.NUM_CATEGORIES)]
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:  # the texts become ClassLabel names, which must be unique
+            raise DataError(
+                f"category JSON {path}: keys '{first[name]}' and '{i}' have the same text "
+                f"{name!r}; each category needs its own text"
+            )
+        first[name] = i
+    return names
 
 
 # --------------------------------------------------------------------------- the source

@@ -87,13 +87,17 @@ def export_hub(
 
     ``datasets.load_dataset(out_dir)`` then returns the rows, order and features of
     ``load_gpr1200``. The folder holds no ``.py`` file (datasets would take it for a script).
+    Everything is written into ``out_dir/.export-partial`` first and moved into place, the
+    README last, so an export stopped midway never loads as a partial dataset.
     """
     out = Path(out_dir)
     _check_target(out)
     ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
     partial = out / EXPORT_PARTIAL
-    if partial.exists():  # left by an export that was stopped
+    if partial.is_dir() and not partial.is_symlink():  # left by an export that was stopped
         shutil.rmtree(partial)
+    elif partial.exists() or partial.is_symlink():
+        partial.unlink()
     _write_shards(ds, partial / "data", max_shard_bytes)
     _card(ds, repo_id, Path(source).name).save(partial / "README.md")
     _move_into_place(partial, out)
@@ -132,14 +136,18 @@ def _write_shards(ds: datasets.Dataset, folder: Path, max_shard_bytes: int) -> N
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
-    """Swap the new data/ in for the old one, then put the README in place, last.
+    """Swap the new data/ in for the old one, move any other file, the README last.
 
     Until the README moves, the folder holds either the previous complete export, no data/,
-    or the new complete data/: a stopped export never loads as a partial dataset.
+    or the new complete data/: a stopped export never loads as a partial dataset. Files
+    written into ``partial`` besides data/ and README.md (e.g. eval.yaml) move in between.
     """
     if (out / "data").exists():
         os.replace(out / "data", partial / "old-data")
     os.replace(partial / "data", out / "data")
+    for extra in sorted(partial.iterdir()):
+        if extra.name not in ("README.md", "old-data"):
+            os.replace(extra, out / extra.name)
     os.replace(partial / "README.md", out / "README.md")
     shutil.rmtree(partial)
 

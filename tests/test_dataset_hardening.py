@@ -292,7 +292,7 @@ def test_zip_member_that_is_a_symlink_is_refused(demo, tmp_path):
 
 
 def _json_with(extra: str = "", replace: dict[str, str] | None = None) -> str:
-    entries = {str(i): '"text"' for i in range(protocol.NUM_CATEGORIES)} | (replace or {})
+    entries = {str(i): f'"text {i}"' for i in range(protocol.NUM_CATEGORIES)} | (replace or {})
     return "{" + ", ".join(f'"{k}": {v}' for k, v in entries.items()) + extra + "}"
 
 
@@ -309,6 +309,7 @@ def _json_with(extra: str = "", replace: dict[str, str] | None = None) -> str:
         (_json_with(replace={"9": "5"}), "the value of key '9' is int, not a text"),
         (_json_with(replace={"9": "null"}), "the value of key '9' is NoneType"),
         (_json_with(replace={"9": '{"a": "b"}'}), "the value of key '9' is dict"),
+        (_json_with(replace={"9": '"text 4"'}), "keys '4' and '9' have the same text 'text 4'"),
         ("[" * 100000 + "]" * 100000, "nested too deeply|must map"),
     ],
 )
