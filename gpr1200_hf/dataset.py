@@ -202,8 +202,9 @@ def _folder_entries(source: Path) -> list[tuple[str, str]]:
     for p in sorted(folder.iterdir()):
         if _skip(p.name):
             continue
-        target = p.resolve()
-        if p.is_symlink():
+        target = p
+        if stat.S_ISLNK(p.lstat().st_mode):
+            target = p.resolve()
             if not target.is_relative_to(root):
                 raise DataError(
                     f"{source}: {p.name!r} is a symbolic link to {target}, outside the source "
@@ -299,15 +300,17 @@ def _read_capped(f, where: str) -> bytes:
         if total > MAX_IMAGE_BYTES:
             raise ImageProblem(where, f"holds more than {MAX_IMAGE_BYTES} bytes (MAX_IMAGE_BYTES)")
         pieces.append(piece)
-    return b"".join(pieces)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def check_image(data: bytes, where: str) -> None:
     """Refuse bytes that are not one whole image of at most MAX_IMAGE_PIXELS pixels.
 
-    The pixel count is taken from the header before anything is decoded; the image is then
-    decoded completely (JPEG at 1/8 scale, which still reads every byte of the entropy-coded
-    data), so truncated files are caught here and not in the middle of an evaluation.
+    The pixel count is taken from the header before anything is decoded. A JPEG whose last
+    two bytes are its end-of-image marker (after the start of its scan data) is whole: that
+    marker cannot occur inside entropy-coded data, so a truncated file cannot end with it.
+    Any other image (a JPEG with bytes after its end marker, PNG, GIF, ...) is decoded
+    completely, JPEG at 1/8 scale, which still reads all of its compressed data.
     """
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must raise, whatever was set
@@ -332,11 +335,31 @@ def _decode(data: bytes, where: str) -> None:
             width, height = im.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageProblem(where, _bomb(f"{width}x{height}"))
+            is_jpeg = im.format == "JPEG"
             im.verify()
+        if is_jpeg and data.endswith(b"\xff\xd9") and len(data) - 2 > _jpeg_scan_start(data):
+            return
         with Image.open(io.BytesIO(data)) as im:
-            if im.format == "JPEG":
+            if is_jpeg:
                 im.draft(im.mode, (1, 1))
             im.load()
+
+
+def _jpeg_scan_start(data: bytes) -> int:
+    """Offset of a JPEG's first start-of-scan marker (walking the segments from the start of
+    image), or ``len(data)`` where the segments end before one: cut in the headers."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA:
+            return i
+        if marker == 0xFF:  # a fill byte
+            i += 1
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return len(data)
 
 
 def _bomb(size: str) -> str:

@@ -159,6 +159,28 @@ def test_truncated_jpeg_is_named_by_export_hub(demo, tmp_path, capsys):
     exported.cast_column("image", datasets.Image(decode=True))[18]["image"].load()
 
 
+def _noise_jpeg(**kw) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((96, 64), 50).convert("RGB").save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_check_image_finds_every_cut_of_a_jpeg(progressive):
+    data = _noise_jpeg(progressive=progressive)
+    scan = gd._jpeg_scan_start(data)
+    assert data[scan : scan + 2] == b"\xff\xda"
+    for end in [*range(len(data) - 40, len(data)), len(data) // 2, scan + 3, scan, scan - 5, 40]:
+        with pytest.raises(gd.ImageProblem, match="cannot be decoded"):
+            gd.check_image(data[:end], f"cut at {end}")
+
+
+def test_check_image_accepts_bytes_after_the_end_marker():
+    data = _noise_jpeg()
+    for tail in (b"\0" * 100, b"trailer from a camera", b"\xff\xd9"):
+        gd.check_image(data + tail, "padded.jpg")  # decoded completely instead: whole
+
+
 def test_check_image_ignores_a_global_load_truncated_images(monkeypatch):
     from PIL import ImageFile
 
