@@ -45,6 +45,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 MAX_IMAGE_BYTES = 64 * 2**20
 MAX_IMAGE_PIXELS = 8192 * 8192
 READ_PIECE = 1 << 20
+MAX_CATEGORIES_BYTES = 16 * 2**20  # the official category JSON is about 50 KB
 SKIPPED_HEADER = "Skipped (strict=False), unreadable images:"
 # An export-hub folder: data/test-0000i-of-0000n.parquet + README.md, written in a hidden
 # EXPORT_PARTIAL folder first and moved into place README last.
@@ -112,6 +113,11 @@ def read_categories(path: str | Path, needed: set[int] | None = None) -> list[st
     path = Path(path)
     if not path.is_file():
         raise DataError(f"category JSON {path} does not exist")
+    if path.stat().st_size > MAX_CATEGORIES_BYTES:
+        raise DataError(
+            f"category JSON {path} is {path.stat().st_size} bytes, more than the "
+            f"{MAX_CATEGORIES_BYTES} a list of 1200 category texts can need"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_pairs(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

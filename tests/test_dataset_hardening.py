@@ -345,6 +345,14 @@ def test_odd_category_json_keys_are_named(demo, tmp_path, text, match):
         gd.load_gpr1200(src, categories=path, cache_dir=tmp_path / "c", strict=False)
 
 
+def test_huge_category_json_is_not_read(tmp_path):
+    path = tmp_path / "cats.json"
+    with open(path, "wb") as f:
+        f.truncate(gd.MAX_CATEGORIES_BYTES + 1)  # sparse
+    with pytest.raises(DataError, match="more than the 16777216 a list of 1200"):
+        gd.read_categories(path)
+
+
 # --------------------------------------------------------------------------- item 8: exports
 
 
