@@ -8,6 +8,8 @@ clearly above chance and clearly below 1.0.
 from __future__ import annotations
 
 import json
+import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import protocol
+from .errors import InputError
 
 CATEGORIES_FILE = "GPR1200_categoryNumber_to_text.json"
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")
 TEXTURES = ("plain", "stripes", "checker", "dots")
+# The names make_demo gives its images: the only files it removes from an earlier sample.
+DEMO_NAME = re.compile(rf"[0-9]+_({'|'.join(SHAPES)})_[0-9]{{2}}_demo\.jpg")
 
 
 @dataclass(frozen=True)
@@ -136,12 +141,14 @@ def make_demo(
     """Write a sample in the official format; returns (images folder or zip, category JSON).
 
     ``per_subset`` categories from each subset's ID range, 10 images each, named
-    ``{category ID}_{name}.jpg``; the JSON maps all 1200 IDs to a text.
+    ``{category ID}_{name}.jpg``; the JSON maps all 1200 IDs to a text. In an existing
+    folder the images of an earlier sample are replaced; any other file in ``images/`` (or a
+    file at ``out_dir``) is an ``InputError`` and nothing is written.
     """
     if not 1 <= per_subset <= 200:
-        raise ValueError("per_subset must be between 1 and 200")
+        raise InputError("per_subset must be between 1 and 200")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_folder(out, as_zip)
     ids = sample_categories(per_subset, seed)
     texts = {str(i): f"not in this demo sample (category {i})" for i in range(1200)}
     for cid in ids:
@@ -156,18 +163,59 @@ def make_demo(
         rendered = [_category_files(*job) for job in jobs]
     files = [f for per_category in rendered for f in per_category]
     categories = out / CATEGORIES_FILE
-    categories.write_text(json.dumps(texts, indent=0, ensure_ascii=False))
+    _write_atomic(categories, json.dumps(texts, indent=0, ensure_ascii=False).encode())
     if as_zip:
         target = out / "GPR1200.zip"
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
+        part = target.with_name(target.name + ".part")
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as zf:
             for name, data in files:
                 zf.writestr(f"images/{name}", data)
+        os.replace(part, target)
         return target, categories
     images = out / "images"
-    images.mkdir(exist_ok=True)
+    for old in images.iterdir():  # an earlier sample's images (checked: only make_demo's names)
+        if DEMO_NAME.fullmatch(old.name):
+            old.unlink()
     for name, data in files:
         (images / name).write_bytes(data)
     return images, categories
+
+
+def _prepare_folder(out: Path, as_zip: bool) -> None:
+    """Create ``out``; refuse a file there, or an ``images/`` holding files not made here.
+
+    Images of an earlier sample (make_demo's own file names) are replaced, never mixed in;
+    any other file stops the command before anything is written.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; choose a folder for the sample")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the folder {out} ({e})") from None
+    for name in (CATEGORIES_FILE, "GPR1200.zip" if as_zip else None):
+        if name and (out / name).exists() and not (out / name).is_file():
+            raise InputError(f"{out / name} exists and is not a file; choose another folder")
+    if as_zip:
+        return
+    images = out / "images"
+    if images.exists() and (images.is_symlink() or not images.is_dir()):
+        raise InputError(f"{images} exists and is not a folder; choose another folder")
+    images.mkdir(exist_ok=True)
+    foreign = sorted(
+        p.name for p in images.iterdir() if not (DEMO_NAME.fullmatch(p.name) and p.is_file())
+    )
+    if foreign:
+        raise InputError(
+            f"{images} holds files make-demo did not write (e.g. {foreign[:3]}); they would "
+            "be mixed into the sample: choose an empty folder"
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    os.replace(part, path)
 
 
 def _category_files(cid: int, seed: int, size, quality: int) -> list[tuple[str, bytes]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 
 import datasets
@@ -12,7 +14,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import __version__, protocol
 from .assets import asset_dir
-from .dataset import load_gpr1200
+from .dataset import EXPORT_PARTIAL, SHARD_RE, load_gpr1200
 from .errors import InputError
 from .hub_results import EVALUATION_FRAMEWORK, TASKS, eval_yaml
 
@@ -110,24 +112,75 @@ def export_hub(
 
     ``datasets.load_dataset(out_dir)`` then returns the rows, order and features of
     ``load_gpr1200``. The folder holds no ``.py`` file (datasets would take it for a script).
+    Everything is written into ``out_dir/.export-partial`` first and moved into place, the
+    README last, so an export stopped midway never loads as a partial dataset.
     """
-    ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
     out = Path(out_dir)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    for old in (out / "data").glob("test-*.parquet"):
-        old.unlink()
+    _check_target(out)
+    ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
+    partial = out / EXPORT_PARTIAL
+    if partial.is_dir() and not partial.is_symlink():  # left by an export that was stopped
+        shutil.rmtree(partial)
+    elif partial.exists() or partial.is_symlink():
+        partial.unlink()
+    _write_shards(ds, partial / "data", max_shard_bytes)
+    import yaml
+
+    (partial / LICENSE_FILE).write_text(license_file_text(), encoding="utf-8")
+    spec = yaml.safe_dump(eval_yaml(), sort_keys=False)
+    (partial / EVAL_YAML).write_text(spec, encoding="utf-8")
+    download_size = sum(p.stat().st_size for p in (partial / "data").glob("test-*.parquet"))
+    _card(ds, repo_id, Path(source).name, download_size).save(partial / "README.md")
+    _move_into_place(partial, out)
+    return out
+
+
+def _check_target(out: Path) -> None:
+    """Refuse an output that is a file, or whose data/ holds anything but export shards."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; choose a folder to export into")
+    data, readme = out / "data", out / "README.md"
+    if data.exists() and not data.is_dir():
+        raise InputError(f"{data} exists and is not a folder; choose another output folder")
+    if readme.exists() and not readme.is_file():
+        raise InputError(f"{readme} exists and is not a file; choose another output folder")
+    foreign = (
+        sorted(p.name for p in data.iterdir() if not SHARD_RE.fullmatch(p.name))
+        if data.is_dir()
+        else []
+    )
+    if foreign:
+        raise InputError(
+            f"{data} holds files that are not export shards ({foreign[:3]}); they would be "
+            "lost: choose an empty or earlier export folder"
+        )
+
+
+def _write_shards(ds: datasets.Dataset, folder: Path, max_shard_bytes: int) -> None:
+    """``test-0000i-of-0000n.parquet`` shards of at most about ``max_shard_bytes``."""
+    folder.mkdir(parents=True)
     num_shards = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
     for i in range(num_shards):
         shard = ds.shard(num_shards, i, contiguous=True)
         # The builder stores image bytes (never paths), so the parquet embeds them.
-        shard.to_parquet(str(out / "data" / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
-    import yaml
+        shard.to_parquet(str(folder / f"test-{i:05d}-of-{num_shards:05d}.parquet"))
 
-    (out / LICENSE_FILE).write_text(license_file_text(), encoding="utf-8")
-    (out / EVAL_YAML).write_text(yaml.safe_dump(eval_yaml(), sort_keys=False), encoding="utf-8")
-    download_size = sum(p.stat().st_size for p in (out / "data").glob("test-*.parquet"))
-    _card(ds, repo_id, Path(source).name, download_size).save(out / "README.md")
-    return out
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Swap the new data/ in for the old one, move any other file, the README last.
+
+    Until the README moves, the folder holds either the previous complete export, no data/,
+    or the new complete data/: a stopped export never loads as a partial dataset. Files
+    written into ``partial`` besides data/ and README.md (e.g. eval.yaml) move in between.
+    """
+    if (out / "data").exists():
+        os.replace(out / "data", partial / "old-data")
+    os.replace(partial / "data", out / "data")
+    for extra in sorted(partial.iterdir()):
+        if extra.name not in ("README.md", "old-data"):
+            os.replace(extra, out / extra.name)
+    os.replace(partial / "README.md", out / "README.md")
+    shutil.rmtree(partial)
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True) -> str:

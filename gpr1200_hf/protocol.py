@@ -102,7 +102,7 @@ def parse_file_name(name: str) -> tuple[int, str]:
     """
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     prefix, sep, rest = base.partition("_")
-    if not sep or not prefix.isdigit() or not rest:
+    if not sep or not (prefix.isascii() and prefix.isdigit()) or not rest:
         raise ValueError(
             f"file name {name!r} does not match GPR1200's '{{category ID}}_{{original name}}' "
             "pattern (e.g. '17_abc.jpg')"

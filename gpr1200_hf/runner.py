@@ -49,7 +49,7 @@ def open_data(
     or a Hub dataset id. ``demo_dir`` (with ``data=None``) generates and uses the demo sample."""
     import datasets
 
-    from .dataset import load_gpr1200
+    from .dataset import load_exported, load_gpr1200
 
     hub_id = None
     if data is None and demo_dir is not None:
@@ -80,7 +80,7 @@ def open_data(
         if cache_dir is not None:
             cache_dir = Path(cache_dir) / fingerprint
     if path.is_dir() and (path / "data").is_dir() and (path / "README.md").is_file():
-        ds = datasets.load_dataset(str(path), split="test", cache_dir=cache_dir)
+        ds = load_exported(path, cache_dir=cache_dir)
         desc = f"exported folder {path}"
     elif path.exists():
         if categories is None:

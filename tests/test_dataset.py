@@ -110,13 +110,13 @@ def test_structure_errors_name_the_file(demo, tmp_path, names, match):
     assert not list((tmp_path).rglob("*.arrow"))  # nothing half-built
 
 
-def test_corrupt_image_is_named_and_nothing_is_left(demo, tmp_path):
+def test_corrupt_image_is_skipped_and_named_when_not_strict(demo, tmp_path, caplog):
     names = _cat_names(7)
     folder = _write_sample(tmp_path / "src" / "images", names, {names[3]: b"not a jpeg"})
-    with pytest.raises(DataError, match=names[3]):
-        _load(folder.parent, demo["categories"], tmp_path)
-    done = [p for p in (tmp_path / "cache").rglob("*.arrow") if "incomplete" not in str(p)]
-    assert not done
+    ds = _load(folder.parent, demo["categories"], tmp_path)
+    assert ds["file_name"] == sorted(n for n in names if n != names[3])
+    assert gd.skipped_images(ds) == [f"{names[3]}: cannot be decoded as an image (unknown format)"]
+    assert names[3] in caplog.text
 
 
 def test_truncated_zip(demo, tmp_path):
@@ -133,8 +133,9 @@ def test_corrupt_member_in_zip(demo, tmp_path):
         for i, info in enumerate(zin.infolist()):
             zout.writestr(info.filename, b"\xff\xd8garbage" if i == 5 else zin.read(info))
     bad = zipfile.ZipFile(src).infolist()[5].filename.rsplit("/", 1)[-1]
-    with pytest.raises(DataError, match=f"{bad}: cannot be decoded"):
-        _load(src, demo["categories"], tmp_path)
+    ds = _load(src, demo["categories"], tmp_path)
+    assert len(ds) == 119 and bad not in ds["file_name"]
+    assert gd.skipped_images(ds)[0].startswith(f"{bad}: cannot be decoded")
 
 
 @pytest.mark.parametrize("problem", ["missing", "not-json", "lacks-ids"])
