@@ -480,7 +480,7 @@ def test_export_stopped_midway_does_not_load_as_a_dataset(demo, tmp_path, monkey
         gd.load_gpr1200(out, categories=demo["categories"], strict=False)
     monkeypatch.undo()
     _export(demo, out, tmp_path)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    assert sorted(p.name for p in out.iterdir()) == ["LICENSE", "README.md", "data", "eval.yaml"]
     assert len(gd.load_exported(out, cache_dir=tmp_path / "c")) == 120
 
 
@@ -520,7 +520,7 @@ def test_make_demo_into_a_file_is_a_clear_error(tmp_path, capsys):
     target.write_text("keep me")
     assert main(["make-demo", str(target), "--per-subset", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "exists and is not a folder" in err
+    assert err.count("\n") == 1 and "not a folder" in err
     assert target.read_text() == "keep me"
     with pytest.raises(InputError, match="cannot create the folder"):
         make_demo(target / "below", per_subset=1)
