@@ -2,9 +2,24 @@
 
 Definitions (the single source of truth; the README and the metric card repeat them):
 
-* **Scores.** ``cosine``: dot product of L2-normalised vectors, in float32. ``ip``: raw inner
-  product, in float32. ``l2``: negative squared Euclidean distance, in float64 (ranking by
-  ascending distance). Two items *tie* when their computed scores are exactly equal.
+* **Scores.** ``cosine``: dot product of L2-normalised vectors (normalised in float64, rounded
+  to float32), in float32. ``ip``: raw inner product, in float32. ``l2``: negative squared
+  Euclidean distance, in float64 (ranking by ascending distance). Two items *tie* when their
+  computed scores are exactly equal.
+* **Scaling** (``prepare_ranking``). Before scoring, the embeddings are multiplied by a power of
+  two: per row for ``cosine`` (the normalisation cancels it), one common factor for ``ip`` and
+  ``l2``, chosen from the largest absolute value and the dimension so that no score and no
+  partial sum can overflow. For ``l2`` a per-column offset (the median of a sample of rows, a
+  data value) is subtracted first, so that the expansion ``2 a.b - |a|^2 - |b|^2`` does not
+  cancel. Powers of two are exact in binary floating point and an offset leaves distances
+  unchanged, so wherever the unscaled scores were representable the computed scores are those
+  times a power of two (same ranking, same ties; bit-identical metrics); where they overflowed,
+  underflowed or cancelled, the ranking now follows the true values. Rows so much smaller than
+  the largest that their scores would still underflow are refused; a NaN or infinite score
+  (impossible after scaling) is refused before counting. Every metric is checked to lie in
+  [0, 1].
+* **Labels.** Integers, strings, or floats that are whole numbers below 2**53 (2**24 for
+  float32, 2**11 for float16: above that, distinct IDs may already have merged).
 * **Ranked list.** Every query ranks the whole collection. With ``include_self=True`` (the
   official protocol) the query is part of its own list and counts as relevant; with ``False``
   it is removed from the list.
