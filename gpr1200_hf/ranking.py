@@ -2,9 +2,24 @@
 
 Definitions (the single source of truth; the README and the metric card repeat them):
 
-* **Scores.** ``cosine``: dot product of L2-normalised vectors, in float32. ``ip``: raw inner
-  product, in float32. ``l2``: negative squared Euclidean distance, in float64 (ranking by
-  ascending distance). Two items *tie* when their computed scores are exactly equal.
+* **Scores.** ``cosine``: dot product of L2-normalised vectors (normalised in float64, rounded
+  to float32), in float32. ``ip``: raw inner product, in float32. ``l2``: negative squared
+  Euclidean distance, in float64 (ranking by ascending distance). Two items *tie* when their
+  computed scores are exactly equal.
+* **Scaling** (``prepare_ranking``). Before scoring, the embeddings are multiplied by a power of
+  two: per row for ``cosine`` (the normalisation cancels it), one common factor for ``ip`` and
+  ``l2``, chosen from the largest absolute value and the dimension so that no score and no
+  partial sum can overflow. For ``l2`` a per-column offset (the median of a sample of rows, a
+  data value) is subtracted first, so that the expansion ``2 a.b - |a|^2 - |b|^2`` does not
+  cancel. Powers of two are exact in binary floating point and an offset leaves distances
+  unchanged, so wherever the unscaled scores were representable the computed scores are those
+  times a power of two (same ranking, same ties; bit-identical metrics); where they overflowed,
+  underflowed or cancelled, the ranking now follows the true values. Rows so much smaller than
+  the largest that their scores would still underflow are refused; a NaN or infinite score
+  (impossible after scaling) is refused before counting. Every metric is checked to lie in
+  [0, 1].
+* **Labels.** Integers, strings, or floats that are whole numbers below 2**53 (2**24 for
+  float32, 2**11 for float16: above that, distinct IDs may already have merged).
 * **Ranked list.** Every query ranks the whole collection. With ``include_self=True`` (the
   official protocol) the query is part of its own list and counts as relevant; with ``False``
   it is removed from the list.
@@ -57,10 +72,40 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise InputError(f"{name}={value!r} is not supported; choose one of {', '.join(choices)}")
 
 
+def _torch_to_numpy(t) -> np.ndarray:
+    """A torch tensor on any device as numpy; 8/16-bit floats widened to float32 (exact)."""
+    t = t.detach()
+    if t.device.type == "meta":
+        raise InputError("the tensor is on torch's meta device and holds no values")
+    if t.is_floating_point() and t.element_size() < 4:
+        t = t.float()
+    return t.cpu().resolve_conj().resolve_neg().numpy()
+
+
+def as_array(obj, what: str) -> np.ndarray:
+    """``obj`` as a numpy array (lists, numpy arrays, torch tensors on any device).
+
+    Ragged nested lists raise ``InputError`` instead of numpy's message.
+    """
+    if type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "detach"):
+        obj = _torch_to_numpy(obj)
+    try:
+        return np.asarray(obj)
+    except (ValueError, TypeError) as e:
+        raise InputError(
+            f"{what} do not form a rectangular array (rows of different lengths or mixed "
+            "types?); pass equal-length rows of numbers"
+        ) from e
+
+
 def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
-    """Return the embeddings as a 2-D float array, or raise ``InputError`` naming the problem."""
+    """The embeddings as a finite 2-D float array, or ``InputError`` naming the problem.
+
+    Floats keep their precision (float16 becomes float32, exactly); integers and booleans
+    become float64. Casting to the metric's score precision happens in ``prepare*``.
+    """
     _check_choice("metric", metric, METRICS)
-    x = np.asarray(embeddings)
+    x = as_array(embeddings, "embeddings")
     if x.dtype == object:
         raise InputError("embeddings must be a numeric array, got Python objects (ragged rows?)")
     if x.ndim != 2:
@@ -70,10 +115,12 @@ def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"embeddings are empty (shape {x.shape})")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        if x.dtype != np.bool_:
-            raise InputError(f"embeddings must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float64 if metric == "l2" else np.float32, copy=False)
+    if x.dtype.kind not in "fiub":
+        raise InputError(f"embeddings must be numeric (real numbers), got dtype {x.dtype}")
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    elif x.dtype.itemsize < 4:
+        x = x.astype(np.float32)
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
@@ -87,13 +134,25 @@ def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
             bad = np.flatnonzero(zero)
             raise InputError(
                 f"{bad.size} embedding(s) are all zeros (first at row {bad[0]}); cosine is "
-                "undefined for zero vectors; use metric='ip' or 'l2', or fix the extractor"
+                "undefined for zero vectors; use the ip or l2 metric (metric='ip' in Python, "
+                "--metric ip on the command line), or fix the extractor"
             )
     return x
 
 
+def _float_label_bits(dtype: np.dtype) -> int:
+    """Float labels must stay below 2**bits: every whole number under it is exact in ``dtype``
+    (and fits int64)."""
+    return min(np.finfo(dtype).nmant + 1, 63)
+
+
 def resolve_labels(labels, n: int) -> np.ndarray:
-    """Labels as a 1-D array of length ``n``; ``None`` means canonical GPR1200 labels."""
+    """Labels as a 1-D array of length ``n``; ``None`` means canonical GPR1200 labels.
+
+    Refused: labels that may not be what the caller meant (float labels that are not whole
+    numbers or too large to be exact in their float type, a list mixing numbers and strings,
+    integers beyond 64 bits).
+    """
     if labels is None:
         if n != protocol.NUM_IMAGES:
             raise InputError(
@@ -101,17 +160,31 @@ def resolve_labels(labels, n: int) -> np.ndarray:
                 f"canonical order, got {n} rows; pass labels (one category ID per row)"
             )
         return protocol.canonical_labels()
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     if y.ndim != 1:
         raise InputError(f"labels must be 1-D (one per row), got shape {y.shape}")
     if y.shape[0] != n:
         raise InputError(f"got {n} rows but {y.shape[0]} labels; pass one label per row")
+    if y.dtype == object:
+        raise InputError("labels must be integers (within 64 bits) or strings, got Python objects")
+    if y.dtype.kind not in "iubfUS":
+        raise InputError(f"labels must be integers or strings, got dtype {y.dtype}")
+    if y.dtype.kind in "US" and isinstance(labels, (list, tuple)):
+        if len({isinstance(v, (str, bytes)) for v in labels}) > 1:
+            raise InputError(
+                "labels mix numbers and strings (numpy would turn 1 and '1' into the same "
+                "label); pass one kind"
+            )
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or np.any(y != np.round(y)):
             raise InputError("float labels must be whole numbers (category IDs)")
+        bits = _float_label_bits(y.dtype)
+        if y.size and np.abs(y).max() >= 2.0**bits:
+            raise InputError(
+                f"float labels of magnitude 2**{bits} or more are not exact in {y.dtype} "
+                "(distinct IDs may have merged); pass integer labels"
+            )
         y = y.astype(np.int64)
-    if y.dtype == object:
-        raise InputError("labels must be integers or strings, got Python objects")
     return y
 
 
@@ -133,18 +206,100 @@ def _class_structure(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- scores
 
 
+def _row_max_abs(x: np.ndarray) -> np.ndarray:
+    """Largest absolute value of each row (no temporary of the array's size)."""
+    return np.maximum(x.max(axis=1), -x.min(axis=1))
+
+
+def _pow2_exponent(value, target: int) -> int:
+    """``k`` with ``value * 2**k`` in ``[2**(target-1), 2**target)`` (0 for a zero value)."""
+    if value == 0:
+        return 0
+    return target - int(np.frexp(value)[1])
+
+
+def _ceil_log2(n: int) -> int:
+    return (n - 1).bit_length()
+
+
+def _ip_target(dims: int) -> int:
+    """Largest |value| below 2**t keeps every float32 partial sum under 2**127 (no overflow)."""
+    return (127 - _ceil_log2(dims)) // 2
+
+
+def _l2_target(dims: int) -> int:
+    """Below 2**t, |2 a.b - |a|^2 - |b|^2| and every partial sum stay under 2**1021."""
+    return (1021 - _ceil_log2(dims)) // 2
+
+
+def _refuse_underflow(row_max: np.ndarray, k: int, smallest: float, metric: str) -> None:
+    """Refuse rows whose largest value, times ``2**k``, is nonzero but below ``smallest``:
+    their scores would underflow (the rows span more magnitudes than the format holds)."""
+    wide = row_max if row_max.dtype.itemsize > 8 else row_max.astype(np.float64)
+    tiny = (row_max > 0) & (np.ldexp(wide, k) < smallest)
+    if tiny.any():
+        r = int(np.flatnonzero(tiny)[0])
+        raise InputError(
+            f"row {r} is too small next to the largest rows: its {metric} scores would "
+            f"underflow {'float32' if metric == 'ip' else 'float64'} (the rows' magnitudes "
+            "differ by more than the format holds); rescale the rows (or use cosine)"
+        )
+
+
+def prepare_ranking(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like ``prepare`` for validated embeddings, in the units the ranking uses.
+
+    The matrix is multiplied by a power of two (per row for ``cosine``, whose normalisation
+    cancels it; one common factor for ``ip`` and ``l2``) and, for ``l2``, a per-column offset
+    (the median of a row sample, a data value) is subtracted first. Powers of two are exact in
+    binary floating point and translations leave Euclidean distances unchanged, so the scores
+    rank as before, but they can no longer overflow, underflow or cancel: they are the
+    unscaled scores times ``2**(2k)`` wherever those were representable.
+    """
+    n, d = x.shape
+    if metric == "cosine":
+        if x.dtype != np.float32:  # wider than float32: the cast could overflow or underflow
+            k = -np.frexp(_row_max_abs(x))[1]  # each row's largest value to [0.5, 1)
+            x = np.ldexp(x, k[:, None].astype(np.int32)).astype(np.float32)
+        return _l2_normalized(x), None
+    if metric == "ip":
+        row_max = _row_max_abs(x)
+        k = _pow2_exponent(row_max.max(), _ip_target(d))
+        _refuse_underflow(row_max, k, 2.0**-63, "ip")
+        if k != 0:
+            x = np.ldexp(x, k)
+        return np.ascontiguousarray(x, dtype=np.float32), None
+    if x.dtype.itemsize < 8:
+        x = x.astype(np.float64)
+    target = _l2_target(d)
+    k = _pow2_exponent(_row_max_abs(x).max(), target)
+    v = np.ldexp(x, k) if k != 0 else x.copy()  # |v| < 2**target: v - center cannot overflow
+    sample = v[:: max(1, n // 1024)]
+    v -= np.partition(sample, sample.shape[0] // 2, axis=0)[sample.shape[0] // 2]
+    row_max = _row_max_abs(v)
+    k = _pow2_exponent(row_max.max(), target)
+    _refuse_underflow(row_max, k, 2.0**-511, "l2")
+    if k != 0:
+        np.ldexp(v, k, out=v)
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    return v, np.einsum("ij,ij->i", v, v)
+
+
 def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray | None]:
-    """Vectors whose inner products are the ranking scores, plus a per-item offset.
+    """Vectors whose inner products are the scores in their own units, plus a per-item offset.
 
     ``score(i, j) = v_i . v_j`` for ``cosine``/``ip`` (offset ``None``); for ``l2``
     ``score(i, j) = 2 v_i . v_j - |v_i|^2 - |v_j|^2 = -|v_i - v_j|^2`` with offset ``|v|^2``.
+    For showing score values (the explorer); the metrics rank with ``prepare_ranking``.
     """
     x = validate_embeddings(embeddings, metric)
     if metric == "cosine":
-        return _l2_normalized(x), None
+        return prepare_ranking(x, metric)
+    v = x.astype(np.float32 if metric == "ip" else np.float64)
+    if not np.isfinite(v).all():
+        raise InputError(f"embeddings exceed the range of {v.dtype}, in which {metric} is shown")
     if metric == "ip":
-        return np.ascontiguousarray(x, dtype=np.float32), None
-    v = np.ascontiguousarray(x, dtype=np.float64)
+        return np.ascontiguousarray(v), None
     return v, np.einsum("ij,ij->i", v, v)
 
 
@@ -157,6 +312,17 @@ def _l2_normalized(x: np.ndarray, chunk: int = 256) -> np.ndarray:
         np.divide(c, norms[:, None], out=c)
         out[start : start + chunk] = c
     return out
+
+
+class NonFiniteScores(InputError):
+    """A computed score is NaN or infinite: it cannot be ranked. ``prepare_ranking`` bounds
+    every score, so this is a last guard, checked before a block is counted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "some similarity scores are NaN or infinite, so they cannot be ranked; rescale "
+            "the embeddings (or use cosine)"
+        )
 
 
 def pairwise_scores(
@@ -192,7 +358,9 @@ def _count(
     sum_dtype = np.int16 if s.shape[axis] < 2**15 else np.int64
     buf = np.empty(s.shape, dtype=np.bool_)
     u8 = buf.view(np.uint8)
-    best = s.max(axis=axis)
+    best = s.max(axis=axis)  # NaN or +inf anywhere shows here
+    if not np.isfinite(best).all():
+        raise NonFiniteScores()
     g = np.zeros(thresholds.shape, dtype=np.int64)
     e = np.zeros(thresholds.shape, dtype=np.int64)
     by_slot = np.ascontiguousarray(thresholds.T)
@@ -513,7 +681,7 @@ def rank_metrics(
     ``device`` (e.g. ``"cuda"``) scores on that torch device; ``None`` uses numpy.
     """
     _check_choice("ties", ties, TIES)
-    v, offset = prepare(embeddings, metric)
+    v, offset = prepare_ranking(validate_embeddings(embeddings, metric), metric)
     y = resolve_labels(labels, v.shape[0])
     order, class_ids = _class_structure(y)
     if np.any(order[1:] < order[:-1]):  # not already grouped by label
@@ -564,8 +732,21 @@ def rank_metrics(
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n_items)
     return RankingResult(
-        ap=ap[inverse],
-        map_at_r=(mapr_sum / r_prime)[inverse],
-        precision_at_1=p1[inverse],
-        r_precision=(rhits / r_prime)[inverse],
+        ap=_unit_interval(ap[inverse], "AP"),
+        map_at_r=_unit_interval((mapr_sum / r_prime)[inverse], "MAP@R"),
+        precision_at_1=_unit_interval(p1[inverse], "P@1"),
+        r_precision=_unit_interval((rhits / r_prime)[inverse], "R-precision"),
     )
+
+
+def _unit_interval(values: np.ndarray, name: str, slack: float = 1e-9) -> np.ndarray:
+    """The invariant 0 <= metric <= 1: rounding excess (<= ``slack``) is clipped, anything
+    else (or NaN) is a bug and raises instead of returning a wrong number."""
+    ok = (values >= -slack) & (values <= 1 + slack)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise RuntimeError(
+            f"internal error: {name} of query {i} is {values[i]!r}, outside [0, 1]; "
+            "please report this with the input"
+        )
+    return np.clip(values, 0.0, 1.0)

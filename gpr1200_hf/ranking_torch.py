@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ranking import _blocks, _Counts
+from .ranking import NonFiniteScores, _blocks, _Counts
 
 
 def rank_counts_torch(
@@ -38,6 +38,8 @@ def rank_counts_torch(
             s = vt[blk] @ vt.T
             if off is not None:
                 s = 2 * s - off[blk, None] - off[None, :]
+            if not bool(torch.isfinite(s.amax(1)).all()):  # NaN or +inf anywhere shows here
+                raise NonFiniteScores()
             valid = slot[None, :] < size[blk, None]
             cols = torch.where(valid, first[blk, None] + slot[None, :], rows[:, None])
             t = torch.where(valid, s.gather(1, cols), -torch.inf)  # pads sort last

@@ -14,6 +14,7 @@ from .ranking import (
     RankingResult,
     Ties,
     _check_choice,
+    as_array,
     rank_metrics,
     resolve_labels,
 )
@@ -97,7 +98,7 @@ def score(
 
 def validate_indices(indices, n_items: int | None = None) -> np.ndarray:
     """Ranked index lists as an (N, K) int64 array, or ``InputError`` naming the problem."""
-    idx = np.asarray(indices)
+    idx = as_array(indices, "indices")
     if idx.ndim != 2:
         raise InputError(f"indices must be 2-D (N queries x K ranked positions), got {idx.shape}")
     if idx.dtype.kind == "f":
@@ -105,19 +106,22 @@ def validate_indices(indices, n_items: int | None = None) -> np.ndarray:
             raise InputError("indices must be whole numbers (dataset positions)")
     elif idx.dtype.kind not in "iu":
         raise InputError(f"indices must be integers, got dtype {idx.dtype}")
-    idx = idx.astype(np.int64)
     n = idx.shape[0] if n_items is None else n_items
     if idx.shape[1] == 0:
         raise InputError("indices have no columns: each query needs at least one ranked item")
     if idx.shape[1] > n:
         raise InputError(f"each row ranks {idx.shape[1]} items but there are only {n}")
-    bad = (idx < 0) | (idx >= n)
+    bad = (idx < 0) | (idx >= n)  # before the cast to int64, which could wrap or saturate
     if bad.any():
         r, c = np.argwhere(bad)[0]
+        value = idx[r, c].item()
+        if isinstance(value, float) and abs(value) < 2**53:
+            value = int(value)
         raise InputError(
-            f"index {idx[r, c]} at row {r}, column {c} is out of range 0-{n - 1}; "
+            f"index {value} at row {r}, column {c} is out of range 0-{n - 1}; "
             "indices are 0-based dataset positions"
         )
+    idx = idx.astype(np.int64)
     srt = np.sort(idx, axis=1)
     dup = srt[:, 1:] == srt[:, :-1]
     if dup.any():
