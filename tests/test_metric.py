@@ -175,3 +175,13 @@ def test_metric_script_imports_one_per_line():
     for line in src.splitlines():
         if line.startswith("import "):
             assert "," not in line, line
+
+
+def test_torch_tensors_bf16_and_ragged_lists(metric, data):
+    torch = pytest.importorskip("torch")
+    x, y = data
+    bf16 = torch.from_numpy(x).to(torch.bfloat16)
+    widened = bf16.float().numpy()  # bf16 -> float32 is exact
+    assert metric.compute(predictions=bf16, references=torch.from_numpy(y)) == g.score(widened, y)
+    with pytest.raises(ValueError, match="rectangular"):
+        metric.compute(predictions=[[1.0, 2.0], [3.0]], references=[0, 0])

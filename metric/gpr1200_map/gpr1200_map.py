@@ -13,7 +13,7 @@ import evaluate
 import numpy as np
 from .errors import InputError
 from .protocol import CITATION
-from .ranking import resolve_labels
+from .ranking import as_array, resolve_labels
 from .scoring import score, score_indices
 
 # Imported so that evaluate copies it: scoring uses it for device="cuda" and other torch devices.
@@ -94,7 +94,7 @@ class Gpr1200Map(evaluate.Metric):
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Checks the batch (clear errors, nothing written on failure), then stores it."""
-        rows = np.asarray(predictions)
+        rows = as_array(predictions, "predictions")
         if rows.ndim != 2:
             raise InputError(
                 f"a batch of predictions must be 2-D (rows x dims), got shape {rows.shape}"
@@ -121,9 +121,9 @@ class Gpr1200Map(evaluate.Metric):
         normalize="relevant",
         device=None,
     ):
-        predictions = np.asarray(predictions)
+        predictions = as_array(predictions, "predictions")
         if references is not None:
-            references = np.asarray(references)
+            references = as_array(references, "references")
             if references.size and (references == _NO_LABEL).all():
                 references = None
             elif references.size and (references == _NO_LABEL).any():
