@@ -333,6 +333,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output_dir, "--output-dir")
     check_device(args.device)
+    if args.no_progress:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     models = [args.model] if args.model else []
     if args.demo and "baseline:color-hist" not in models:
         models.insert(0, "baseline:color-hist")

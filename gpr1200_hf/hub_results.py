@@ -43,6 +43,12 @@ def eval_yaml() -> dict:
 def why_not_a_benchmark_result(results: dict) -> str | None:
     """None when ``results`` (a results.json dict) is a full-benchmark run, else the reason."""
     data = results.get("data", {})
+    skipped = data.get("skipped_images") or []
+    if skipped:
+        return (
+            f"{len(skipped)} image(s) of the source were skipped as unreadable (first: "
+            f"{skipped[0]}); replace them to score the benchmark"
+        )
     if not data.get("full_benchmark"):
         return (
             f"the run scored a sample ({data.get('num_images')} images, "

@@ -123,6 +123,13 @@ def _is_full(ds) -> bool:
     return bool(np.array_equal(labels, protocol.canonical_labels()))
 
 
+def _skipped(ds) -> list[str]:
+    """Images a non-strict load skipped as unreadable (``'file: reason'``); never silent."""
+    from .dataset import skipped_images
+
+    return skipped_images(ds)
+
+
 def _hub_revision(hub_id: str | None) -> str | None:
     """The commit of a Hub dataset, when the Hub answers (None offline)."""
     if hub_id is None:
@@ -284,6 +291,7 @@ def evaluate_model(
             "categories": source.categories,
             "hub_dataset": hub_dataset or source.hub_id,
             "revision": source.revision,
+            "skipped_images": _skipped(source.dataset),
         },
         "protocol": {"metric": metric, "ties": ties, "include_self": include_self},
         "metrics": scores,

@@ -144,3 +144,10 @@ def test_export_push_offline_is_one_line(export, tmp_path, capsys, monkeypatch):
     with pytest.raises(g.InputError, match="could not push") as err:
         push_folder(export, "org/gpr1200")
     assert "\n" not in str(err.value)
+
+
+def test_skipped_images_are_never_a_benchmark_result(full_results, tmp_path):
+    data = full_results["data"] | {"skipped_images": ["5_x.jpg: truncated JPEG"]}
+    notes = hub_results.write_hub_results(tmp_path, full_results | {"data": data}, "org/gpr1200")
+    assert "1 image(s) of the source were skipped" in notes[0] and "5_x.jpg" in notes[0]
+    assert not list(tmp_path.rglob("*.yaml"))
