@@ -48,17 +48,12 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @contextmanager
-def serve_app(folder: Path, *args: str, timeout: float = 120, **env: str) -> Iterator[str]:
-    """Run ``python app.py ARGS`` in ``folder`` on a free 127.0.0.1 port; yield its URL."""
+def _serve(command: list[str], folder: Path, env: dict, timeout: float) -> Iterator[str]:
+    """Run ``command`` in ``folder`` on a free 127.0.0.1 port (GRADIO_SERVER_*); yield its URL."""
     port = free_port()
-    full_env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), **env)
+    env = dict(env, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
     proc = subprocess.Popen(
-        [sys.executable, "app.py", *args],
-        cwd=folder,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -67,6 +62,13 @@ def serve_app(folder: Path, *args: str, timeout: float = 120, **env: str) -> Ite
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextmanager
+def serve_app(folder: Path, *args: str, timeout: float = 120, **env: str) -> Iterator[str]:
+    """Run ``python app.py ARGS`` in ``folder`` with this interpreter; yield its URL."""
+    with _serve([sys.executable, "app.py", *args], folder, dict(os.environ, **env), timeout) as u:
+        yield u
 
 
 def make_venv(folder: Path, *pip_args: str, timeout: float = 900) -> Path:
@@ -94,36 +96,18 @@ def serve_space(folder: Path, python: Path, timeout: float = 180) -> Iterator[st
 
     Only the port is chosen (GRADIO_SERVER_PORT; a Space sets 7860 and 0.0.0.0 the same way).
     """
-    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PYTHON", "VIRTUAL_ENV")) and k != "PATH"
     }
-    env.update(
-        PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-    )
-    proc = subprocess.Popen(
-        [str(python), "app.py"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, proc, timeout)
+    env["PATH"] = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with _serve([str(python), "app.py"], folder, env, timeout) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @contextmanager
-def browser_page() -> Iterator[object]:
+def browser_page(width: int = 1280, height: int = 1600) -> Iterator[object]:
     """A Playwright page in Debian's headless chromium (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
 
@@ -141,6 +125,6 @@ def browser_page() -> Iterator[object]:
             ],
         )
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 1600})
+            yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()

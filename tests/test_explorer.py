@@ -13,7 +13,7 @@ from PIL import Image
 import gpr1200_hf as g
 from gpr1200_hf.explorer import discover_runs, relevant_ranks, top_k
 from gpr1200_hf.runner import evaluate_model
-from tests.conftest import REPO, serve_app
+from tests.conftest import REPO, browser_page, serve_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -73,24 +73,9 @@ def test_explorer_in_a_real_browser(server, demo_dir, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is not installed (.ci/run installs it)")
         pytest.skip("Debian's chromium is not installed here")
-    from playwright.sync_api import sync_playwright
-
     run = discover_runs(demo_dir)[0]
     library_ap = g.average_precisions(run.embeddings, run.per_query.category_id)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    with browser_page(1400, 1800) as page:
         page.goto(server)
         for k in (10, 4):
             if k != 10:
@@ -121,7 +106,6 @@ def test_explorer_in_a_real_browser(server, demo_dir, tmp_path):
         assert "95% CI" in page.inner_text("#stats")
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         assert _non_blank(tmp_path / "compare.png")
-        browser.close()
 
 
 def test_uploaded_image_is_embedded_with_the_runs_model(demo_dir, tmp_path):
