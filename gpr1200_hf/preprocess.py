@@ -9,8 +9,7 @@ model's own image processor configuration:
   ``int(size * long / short)`` as transformers computes it); ConvNeXt's ``crop_pct`` rule;
 - resample: bilinear or bicubic exactly as Pillow computes them for 8-bit images (its
   antialiasing coefficients in fixed point, width pass then height pass, each rounded to
-  uint8), as two matrix products in float64, where all sums are exact integers; nearest as
-  Pillow's pixel centres (``nearest-exact``);
+  uint8), as two matrix products in float64, where all sums are exact integers;
 - center crop (zero padding when the crop is larger, as transformers pads), rescale factor,
   mean/std.
 
@@ -35,8 +34,9 @@ MODES = ("processor", "device")
 MAX_EMBEDDING_DIFF = 1e-2
 MAX_MAP_DIFF = 1e-3
 
-# Pillow resampling codes -> torch interpolate modes.
-RESAMPLE = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
+# Pillow resampling codes replicated (Pillow's NEAREST uses 16.16 fixed-point coordinates,
+# LANCZOS, BOX and HAMMING have no torch kernel: refused).
+RESAMPLE = {2: "bilinear", 3: "bicubic"}
 PIL_NAMES = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
 
 
@@ -49,7 +49,7 @@ class DevicePlan:
     width: int | None
     shortest_edge: int | None
     crop_pct: float | None
-    mode: str  # torch interpolate mode
+    mode: str  # "bilinear" or "bicubic"
     crop: tuple[int, int] | None
     rescale: float | None
     mean: tuple[float, float, float] | None
@@ -234,14 +234,10 @@ def _resize(x, size: tuple[int, int], mode: str):
     bilinear/bicubic with its antialiasing coefficients in fixed point, first along the width,
     then along the height, each pass rounded and clipped to uint8 (Pillow's intermediate image
     is 8-bit). Computed in float64, where every sum is exact, so the pixels are Pillow's.
-    Nearest is ``nearest-exact`` (Pillow's pixel centres)."""
-    import torch
-
+    """
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):  # Pillow returns a copy
         return x
-    if mode.startswith("nearest"):
-        return torch.nn.functional.interpolate(x, size, mode=mode)
     y = x.double()
     if w != size[1]:
         y = _pillow_pass(y, pillow_weights(w, size[1], mode), x.device)
