@@ -62,15 +62,14 @@ class DevicePlan:
 
 
 def _standard_backends() -> list[type]:
-    from transformers.image_processing_backends import PilBackend
-
-    out = [PilBackend]
-    try:
-        from transformers.image_processing_backends import TorchvisionBackend
-
-        out.append(TorchvisionBackend)
-    except ImportError:  # pragma: no cover - depends on the transformers build
-        pass
+    """transformers' PIL and torchvision image processor bases (transformers 5; none before)."""
+    out = []
+    for name in ("PilBackend", "TorchvisionBackend"):
+        try:
+            module = __import__("transformers.image_processing_backends", fromlist=[name])
+            out.append(getattr(module, name))
+        except (ImportError, AttributeError):  # pragma: no cover - older transformers
+            pass
     return out
 
 
@@ -219,13 +218,26 @@ def pillow_weights(in_size: int, out_size: int, mode: str) -> np.ndarray:
     return weights
 
 
-def _pillow_pass(x, weights, device):
+_ON_DEVICE: dict = {}  # (in, out, mode, device) -> weights there; a handful of sizes
+
+
+def _device_weights(in_size: int, out_size: int, mode: str, device):
+    import torch
+
+    key = (in_size, out_size, mode, str(device))
+    if key not in _ON_DEVICE:
+        if len(_ON_DEVICE) > 256:  # photos of many sizes: keep the cache bounded
+            _ON_DEVICE.clear()
+        _ON_DEVICE[key] = torch.from_numpy(pillow_weights(in_size, out_size, mode)).to(device)
+    return _ON_DEVICE[key]
+
+
+def _pillow_pass(x, in_size: int, out_size: int, mode: str):
     """One Pillow pass along the last axis: integer sums, rounded half up by the fixed-point
     shift, clipped to 0-255 (``clip8``)."""
     import torch
 
-    w = torch.from_numpy(weights).to(device, non_blocking=True)
-    y = torch.matmul(x, w)
+    y = torch.matmul(x, _device_weights(in_size, out_size, mode, x.device))
     return y.add_(1 << (PRECISION_BITS - 1)).div_(1 << PRECISION_BITS).floor_().clamp_(0, 255)
 
 
@@ -240,10 +252,9 @@ def _resize(x, size: tuple[int, int], mode: str):
         return x
     y = x.double()
     if w != size[1]:
-        y = _pillow_pass(y, pillow_weights(w, size[1], mode), x.device)
+        y = _pillow_pass(y, w, size[1], mode)
     if h != size[0]:
-        t = _pillow_pass(y.transpose(-1, -2), pillow_weights(h, size[0], mode), x.device)
-        y = t.transpose(-1, -2)
+        y = _pillow_pass(y.transpose(-1, -2), h, size[0], mode).transpose(-1, -2)
     return y.float()
 
 

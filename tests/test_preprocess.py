@@ -200,3 +200,35 @@ def test_a_failed_background_chunk_write_is_raised(tmp_path):
     with pytest.raises((OSError, SafetensorError)):
         writer.close()
     assert good.is_file() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_device_checks_script_smoke_records_every_figure(repo_root, tmp_path):
+    """The device script's machinery on the CPU (its quick steps; the whole --cpu-smoke run
+    takes about 45 s on a 2-core VM): figures written as they come, no step failing, steps
+    needing timm or CUDA saying why they are skipped."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/device_checks.py", "--cpu-smoke", "--out", str(out)]
+        + ["--only", "b-speed", "b-million", "c-timm"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(repo_root)),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "figures.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["name"] == "error"], rows
+    steps = {r["step"] for r in rows}
+    assert {"env", "b-speed", "b-million", "c-timm"} <= steps
+    speed = next(r for r in rows if r["name"].startswith("score(device)"))
+    assert speed["ratio"] > 0 and speed["unit"] == "s"
+    assert (out / "figures.md").read_text().count("\n") == len(rows)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        assert any(r["step"] == "c-timm" and r["name"] == "skipped" for r in rows)
