@@ -1,7 +1,11 @@
-"""Embedding throughput: the batched DataLoader pipeline vs a naive one-image-per-forward loop.
+"""Embedding throughput: the batched DataLoader pipeline vs a naive one-image-per-forward loop,
+and end-to-end vs the model alone.
 
-Run by hand: ``python benchmarks/bench_extract.py``. Same tiny random ViT (saved with
-``save_pretrained``), same generated images, CPU; prints images/s of both and the ratio.
+Run by hand: ``PYTHONPATH=. python benchmarks/bench_extract.py`` (CPU: also the naive loop and
+``pipeline()``), or ``--device cuda --hidden 768 --layers 12 --dtype bf16`` (ViT-B/16 with random
+weights) on a GPU. Prints end-to-end images/s (decode, preprocess, model, cache writes), the
+model alone (a batch already on the device) and their ratio. ``--workers``/``--batch-size``
+left out: the machine's defaults (``extract.default_loader_settings``).
 """
 
 from __future__ import annotations
@@ -57,12 +61,54 @@ def hf_pipeline(folder: Path, dataset) -> float:
     return time.perf_counter() - t
 
 
+def model_alone(folder: Path, device: str, dtype: str, batch_size: int, seconds: float = 3.0):
+    """images/s of the model alone: a preprocessed batch already on the device, repeated."""
+    from gpr1200_hf.models import load_embedder
+
+    embedder = load_embedder(str(folder), device=device, dtype=dtype, preprocess="processor")
+    side = embedder.image_size
+    h, w = (side["height"], side["width"]) if isinstance(side, dict) else (side, side)
+    pixels = torch.randn(batch_size, 3, h, w, device=device)
+    batch = {"pixel_values": pixels}
+
+    def once():
+        out = embedder.embed(batch)
+        return out.result() if hasattr(out, "result") else out
+
+    once()  # warm-up (kernels, allocator)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        once()
+        n += batch_size
+    return n / (time.perf_counter() - t0)
+
+
+def end_to_end(ds, folder: Path, cache: Path, **kw) -> tuple[float, object]:
+    """images/s of ``extract`` over ``ds`` (nothing cached), and the Extraction."""
+    from gpr1200_hf.extract import cores, default_loader_settings, extract
+    from gpr1200_hf.models import load_embedder
+
+    device = kw.pop("device")
+    embedder = load_embedder(
+        str(folder), device=device, dtype=kw.pop("dtype"), preprocess=kw.pop("preprocess")
+    )
+    workers, batch = default_loader_settings(cores(), device)
+    kw["workers"] = workers if kw.get("workers") is None else kw["workers"]
+    kw["batch_size"] = batch if kw.get("batch_size") is None else kw["batch_size"]
+    t0 = time.perf_counter()
+    ext = extract(ds, embedder, cache, progress=False, **kw)
+    return len(ds) / (time.perf_counter() - t0), ext
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--per-subset", type=int, default=8, help="demo categories per subset")
     ap.add_argument("--side", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, help="default: the machine's")
+    ap.add_argument("--workers", type=int, help="default: the machine's")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--preprocess", choices=["processor", "device"], help="default: auto")
     ap.add_argument("--hidden", type=int, default=32, help="ViT width (32: tiny, 192: small)")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best of each")
@@ -81,6 +127,26 @@ def main() -> None:
         strict=False,
     )
     model = tiny_vit(work / "vit", args.side, args.hidden, args.layers)
+    rate, ext = end_to_end(
+        ds,
+        model,
+        work / "e2e",
+        device=args.device,
+        dtype=args.dtype,
+        preprocess=args.preprocess,
+        workers=args.workers,
+        batch_size=args.batch_size,
+    )
+    alone = model_alone(model, args.device, args.dtype, args.batch_size or 256)
+    print(
+        f"{len(ds)} images, random ViT width {args.hidden} x {args.layers} layers, {args.dtype} "
+        f"on {args.device}: end-to-end {rate:8.1f} images/s, model alone {alone:8.1f} images/s, "
+        f"ratio {rate / alone:5.1%}"
+    )
+    if args.device != "cpu":
+        return
+    args.workers = 2 if args.workers is None else args.workers
+    args.batch_size = 32 if args.batch_size is None else args.batch_size
     embedder = load_embedder(str(model))
 
     def ours(round_: int) -> float:

@@ -284,12 +284,29 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         choices=["cls", "mean", "pooler", "image_features"],
         help="override the per-family default (default: the model family's)",
     )
-    p.add_argument("--batch-size", type=int_range(1), default=32, help="images per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int_range(1),
+        help="images per batch (default: 256 on a GPU, 32 on the CPU)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument(
         "--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="model weights dtype"
     )
-    p.add_argument("--workers", type=int_range(0), default=2, help="DataLoader worker processes")
+    p.add_argument(
+        "--workers",
+        type=int_range(0),
+        help="DataLoader worker processes (default: from the CPU cores: all but one, at most "
+        "16, on a GPU; half, at most 8, on the CPU)",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=["processor", "device"],
+        help="processor: the model's own image processor in the workers (the reference); "
+        "device: decode in the workers, resize/crop/normalise on --device in torch, Pillow's "
+        "pixels exactly (default: device on a GPU where it replicates the processor, else "
+        "processor)",
+    )
     p.add_argument(
         "--output-dir", default="gpr1200-runs", help="folder of the run folders and the cache"
     )
@@ -354,6 +371,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             workers=args.workers,
+            preprocess=args.preprocess,
             output_dir=args.output_dir,
             demo=args.demo,
             trust_remote_code=args.trust_remote_code,

@@ -236,12 +236,14 @@ def extract(
         pending = pending[:max_chunks]
     rows = [i for s in pending for i in range(s, min(s + chunk_rows, n))]
 
+    on_cuda = str(embedder.device).startswith("cuda")
     loader = DataLoader(
         Subset(_Images(dataset), rows),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_Collate(embedder.preprocess),
         persistent_workers=False,
+        pin_memory=on_cuda,  # page-locked batches: non-blocking copies to the GPU
     )
     # On the CPU, leave the cores that the workers use to them: idle torch threads spin.
     threads = torch.get_num_threads()
@@ -251,28 +253,46 @@ def extract(
     buffer, chunk_iter = [], iter(pending)
     current = next(chunk_iter, None)
     bar = tqdm(total=len(rows), unit="img", disable=not (progress and main), desc="embedding")
+    writer = _ChunkWriter()
+
+    def take(out: np.ndarray) -> None:
+        """Collect a batch's embeddings; hand each completed chunk to the writer thread."""
+        nonlocal buffer, current
+        buffer.append(out)
+        bar.update(len(out))
+        have = sum(len(b) for b in buffer)
+        while current is not None and have >= min(chunk_rows, n - current):
+            size = min(chunk_rows, n - current)
+            stacked = np.concatenate(buffer)
+            chunk, rest = stacked[:size], stacked[size:]
+            meta = _metadata(key, start=current, stop=current + size)
+            writer.submit(_chunk_path(folder, current, current + size), chunk, meta)
+            done[current] = chunk
+            buffer = [rest] if len(rest) else []
+            have -= size
+            current = next(chunk_iter, None)
+
     try:
         with torch.inference_mode():
+            lagging = None  # a batch whose embeddings are still coming from the device
             for batch in loader:
                 if isinstance(batch, DecodeFailure):
                     raise DataError(batch.message())
                 out = embedder.embed(batch)
-                buffer.append(out)
-                bar.update(len(out))
-                have = sum(len(b) for b in buffer)
-                while current is not None and have >= min(chunk_rows, n - current):
-                    size = min(chunk_rows, n - current)
-                    stacked = np.concatenate(buffer)
-                    chunk, rest = stacked[:size], stacked[size:]
-                    meta = _metadata(key, start=current, stop=current + size)
-                    _write_atomic(_chunk_path(folder, current, current + size), chunk, meta)
-                    done[current] = chunk
-                    buffer = [rest] if len(rest) else []
-                    have -= size
-                    current = next(chunk_iter, None)
+                if lagging is not None:
+                    take(lagging.result())
+                    lagging = None
+                if hasattr(out, "result"):
+                    lagging = out
+                else:
+                    take(out)
+            if lagging is not None:
+                take(lagging.result())
     finally:
         bar.close()
         torch.set_num_threads(threads)
+        # every chunk handed over is on disk; a write error is raised unless another is
+        writer.close(quiet=sys.exc_info()[0] is not None)
     seconds = time.perf_counter() - t0
     rate = len(rows) / seconds if rows and seconds > 0 else None
     if state is not None:  # gather every process's chunks (no shared filesystem needed)
@@ -315,6 +335,45 @@ def _write_final(final: Path, embeddings, key, embedder, fingerprint, names) -> 
     except CacheMismatch as e:
         final.unlink(missing_ok=True)
         raise OSError(f"writing {final} failed: {e}; the chunks are kept, rerun") from None
+
+
+class _ChunkWriter:
+    """Writes chunks in one background thread, off the loop's critical path. Each write is
+    atomic (``_write_atomic``); ``close`` waits for all of them and raises the first error."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpr1200-chunks")
+        self.futures: list = []
+
+    def submit(self, path: Path, array: np.ndarray, metadata: dict[str, str]) -> None:
+        self.futures.append(self.pool.submit(_write_atomic, path, array, metadata))
+        # surface a failed write early instead of after the whole run
+        while self.futures and self.futures[0].done():
+            self.futures.pop(0).result()
+
+    def close(self, quiet: bool = False) -> None:
+        self.pool.shutdown(wait=True)
+        for f in self.futures:
+            if not quiet:
+                f.result()
+
+
+def default_loader_settings(cores: int, device: str, processes: int = 1) -> tuple[int, int]:
+    """(DataLoader workers, batch size) for a machine: ``cores`` usable CPU cores shared by
+    ``processes`` extraction processes, on ``device``. On an accelerator the workers feed it
+    (all cores but one, at most 16) with batches of 256; on the CPU the model needs the cores
+    too (half of them to the workers, at most 8) and batches of 32 suffice."""
+    per_process = max(1, cores // max(1, processes))
+    if device.split(":")[0] == "cpu":
+        return min(per_process // 2, 8), 32
+    return max(0, min(per_process - 1, 16)), 256
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return _cores()
 
 
 def _cores() -> int:

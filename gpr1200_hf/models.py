@@ -98,6 +98,60 @@ class Embedder:
     info: dict = field(default_factory=dict)
     # Digest of everything else that shapes the embeddings (image processor config, code).
     preprocessing: str = ""
+    preprocess_mode: str = "processor"  # or "device" (see preprocess.py)
+
+
+class PendingEmbeddings:
+    """Embeddings being copied from a CUDA device into pinned host memory (non-blocking);
+    ``result()`` waits for the copy. Lets the loop launch the next batch first."""
+
+    def __init__(self, out):
+        import torch
+
+        self.host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        self.host.copy_(out, non_blocking=True)
+        self.event = torch.cuda.Event()
+        self.event.record()
+
+    def result(self) -> np.ndarray:
+        self.event.synchronize()
+        return self.host.numpy()
+
+
+def default_preprocess(processor, device: str) -> str:
+    """``device`` on a GPU when the device path replicates this processor (its pixels are
+    Pillow's, bit for bit), else ``processor``. On the CPU the processor runs in the parallel
+    workers, which is faster than resizing in the main process."""
+    import torch
+
+    from .preprocess import plan_for
+
+    if torch.device(device).type != "cuda":
+        return "processor"
+    try:
+        plan_for(processor)
+    except InputError:
+        return "processor"
+    return "device"
+
+
+def _check_against_processor(batch, out, processor_preprocess, run_model) -> dict:
+    """Max abs difference between the device path's embeddings of a batch and the processor
+    path's (the reference) for the same decoded images; InputError above the bar."""
+    from PIL import Image
+
+    from .preprocess import MAX_EMBEDDING_DIFF, unpack
+
+    images = [Image.fromarray(a) for a in unpack(batch)]
+    reference = run_model(processor_preprocess(images))
+    diff = float((out - reference).abs().max())
+    if not diff <= MAX_EMBEDDING_DIFF:
+        raise InputError(
+            f"--preprocess device: embeddings of the first {len(images)} images differ from the "
+            f"model's own image processor by {diff:.2e} (bar {MAX_EMBEDDING_DIFF:g}); "
+            "use --preprocess processor"
+        )
+    return {"images": len(images), "max_abs_diff": diff, "bar": MAX_EMBEDDING_DIFF}
 
 
 def baseline_embedder(name: str) -> Embedder:
@@ -150,8 +204,15 @@ def transformers_embedder(
     dtype: str = "fp32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    preprocess: str | None = None,
 ) -> Embedder:
-    """Any ``AutoModel`` + ``AutoImageProcessor`` checkpoint (Hub id or local folder)."""
+    """Any ``AutoModel`` + ``AutoImageProcessor`` checkpoint (Hub id or local folder).
+
+    ``preprocess="processor"`` runs the model's own image processor in the DataLoader workers
+    (the reference); ``"device"`` decodes there and resizes/crops/normalises on ``device``
+    (``preprocess.py``); its first batch is also run through the processor and refused if the
+    embeddings differ by more than ``preprocess.MAX_EMBEDDING_DIFF``. ``None`` chooses
+    (``default_preprocess``)."""
     import torch
     from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
@@ -191,18 +252,17 @@ def transformers_embedder(
         import inspect
 
         accepted = set(inspect.signature(model.get_image_features).parameters)
+    info: dict = {"model_type": config.model_type, "preprocess_auto": preprocess is None}
+    if preprocess is None:
+        preprocess = default_preprocess(processor, device)
+    on_cuda = torch.device(device).type == "cuda"
 
-    def preprocess(images):
-        batch = processor(images=images, return_tensors="pt")
-        return dict(batch)
-
-    @torch.inference_mode()
-    def embed(batch):
+    def run_model(batch) -> torch.Tensor:
         inputs = {}
         for k, v in batch.items():
             if accepted is not None and k not in accepted:
                 continue
-            v = v.to(device)
+            v = v.to(device, non_blocking=True)
             inputs[k] = v.to(torch_dtype) if v.is_floating_point() else v
         out = pool(model, inputs).float()
         if out.dim() != 2:
@@ -210,8 +270,46 @@ def transformers_embedder(
                 f"--pooling {pooling} gives outputs of shape {tuple(out.shape)}, not one vector "
                 "per image; choose another --pooling"
             )
-        out = torch.nn.functional.normalize(out, dim=-1)
-        return out.cpu().numpy()
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def finish(out: torch.Tensor):
+        """numpy now on the CPU; on CUDA a pending copy into pinned memory, so that the loop
+        can feed the next batch while this one computes."""
+        if not on_cuda:
+            return out.cpu().numpy()
+        return PendingEmbeddings(out)
+
+    def processor_preprocess(images):
+        return dict(processor(images=images, return_tensors="pt"))
+
+    if preprocess == "processor":
+        preprocess_fn = processor_preprocess
+
+        @torch.inference_mode()
+        def embed(batch):
+            return finish(run_model(batch))
+
+        preprocessing = _processor_digest(processor)
+    elif preprocess == "device":
+        from . import preprocess as device_pre
+
+        plan = device_pre.plan_for(processor)
+        preprocess_fn = device_pre.pack
+
+        @torch.inference_mode()
+        def embed(batch):
+            out = run_model(device_pre.apply(batch, plan, device))
+            if "device_check" not in info:  # the first batch, also through the processor
+                info["device_check"] = _check_against_processor(
+                    batch, out, processor_preprocess, run_model
+                )
+            return finish(out)
+
+        # "device:" keeps these embeddings apart from the processor path's in every cache
+        digest = hashlib.sha256(f"{_processor_digest(processor)}{plan.digest()}".encode())
+        preprocessing = "device-" + digest.hexdigest()[:16]
+    else:
+        raise InputError(f"--preprocess {preprocess!r}: choose processor or device")
 
     commit = getattr(config, "_commit_hash", None) or revision
     if local.is_dir():  # a local folder is identified by its content
@@ -222,11 +320,12 @@ def transformers_embedder(
         pooling,
         dtype,
         _image_size(processor),
-        preprocess,
+        preprocess_fn,
         embed,
         device,
-        {"model_type": config.model_type},
-        preprocessing=_processor_digest(processor),
+        info,
+        preprocessing=preprocessing,
+        preprocess_mode=preprocess,
     )
 
 

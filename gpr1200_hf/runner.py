@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,10 +184,11 @@ def evaluate_model(
     data: str | None = None,
     categories: str | None = None,
     pooling: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | None = None,
     dtype: str = "fp32",
-    workers: int = 2,
+    workers: int | None = None,
+    preprocess: str | None = None,
     output_dir: str | Path = "gpr1200-runs",
     demo: bool = False,
     trust_remote_code: bool = False,
@@ -199,8 +201,10 @@ def evaluate_model(
     hub_dataset: str | None = None,
 ) -> dict | None:
     """Embed GPR1200 with ``model``, score it and write the run folder; returns results.json's
-    content (``None`` on processes other than the main one, or for a time-boxed partial run)."""
-    from .extract import CHUNK_ROWS, distributed_state, extract
+    content (``None`` on processes other than the main one, or for a time-boxed partial run).
+    ``batch_size``/``workers`` left None are chosen for the machine
+    (``extract.default_loader_settings``)."""
+    from .extract import CHUNK_ROWS, cores, default_loader_settings, distributed_state, extract
     from .models import load_embedder
     from .ranking import rank_metrics
     from .scoring import summarize
@@ -213,6 +217,11 @@ def evaluate_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if state is not None and device == "cuda":
             device = f"cuda:{state.local_process_index}"
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if state is not None else 1
+    auto_workers, auto_batch = default_loader_settings(cores(), str(device), processes)
+    chosen = {"batch_size": batch_size is None, "workers": workers is None}
+    batch_size = auto_batch if batch_size is None else batch_size
+    workers = auto_workers if workers is None else workers
     from contextlib import nullcontext
 
     with state.main_process_first() if state is not None else nullcontext():
@@ -229,6 +238,7 @@ def evaluate_model(
         dtype=dtype,
         device=device,
         trust_remote_code=trust_remote_code,
+        **({} if model.startswith("baseline:") else {"preprocess": preprocess}),
     )
     ext = extract(
         source.dataset,
@@ -303,7 +313,9 @@ def evaluate_model(
             "device": device,
             "batch_size": batch_size,
             "workers": workers,
+            "auto": [name for name, auto in chosen.items() if auto],  # chosen for the machine
         },
+        "preprocess": preprocess_record(embedder),
         "embeddings_cache": str(out / "embeddings" / ext.key),
         "fingerprints": {"data": ext.fingerprint, "preprocessing": embedder.preprocessing},
         "versions": library_versions(),
@@ -311,6 +323,21 @@ def evaluate_model(
     }
     notes = write_run(run_dir, results, ranking, labels, source.dataset)
     return results | {"run_dir": str(run_dir), "notes": notes}
+
+
+def preprocess_record(embedder) -> dict:
+    """How the images were preprocessed: the model's own image processor (the reference) or
+    the device path, with its check against the processor on the first batch."""
+    from .preprocess import MAX_EMBEDDING_DIFF, MAX_MAP_DIFF
+
+    record = {
+        "mode": embedder.preprocess_mode,
+        "chosen": "auto" if embedder.info.get("preprocess_auto", True) else "flag",
+    }
+    if embedder.preprocess_mode == "device":
+        record["check_first_batch"] = embedder.info.get("device_check")  # None: from cache
+        record["bar"] = {"max_abs_embedding_diff": MAX_EMBEDDING_DIFF, "map_diff": MAX_MAP_DIFF}
+    return record
 
 
 def write_run(run_dir: Path, results, ranking, labels, dataset) -> list[str]:

@@ -495,7 +495,7 @@ def test_new_subcommands_get_the_mapping_for_free(monkeypatch, capsys):
 def test_help_shows_defaults(capsys):
     for command, default in (
         ("compare", "(default: 10000)"),
-        ("evaluate", "(default: 32)"),
+        ("evaluate", "(default: fp32)"),  # --batch-size: chosen for the machine
         ("score", "(default: cosine)"),
     ):
         assert main([command, "--help"]) == 0
