@@ -350,6 +350,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output_dir, "--output-dir")
     check_device(args.device)
+    if args.hub_dataset is not None:
+        from .hub_results import check_repo_id
+
+        check_repo_id(args.hub_dataset, "--hub-dataset")
     if args.no_progress:
         from datasets.utils.logging import disable_progress_bar
 

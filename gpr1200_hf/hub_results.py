@@ -25,6 +25,15 @@ SOURCE_URL = "https://arxiv.org/abs/2111.13122"
 HUB_TASK_TYPE = "image-feature-extraction"
 
 
+def check_repo_id(repo_id: str, flag: str) -> str:
+    """``repo_id`` if it is a Hub id ``ORG/NAME``, else ``InputError`` naming ``flag``."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", repo_id or ""):
+        raise InputError(f"{flag} {repo_id!r} is not a Hub repo id; write it as ORG/NAME")
+    return repo_id
+
+
 def eval_yaml() -> dict:
     """The ``eval.yaml`` at the root of the GPR1200 dataset repo (gives its page a leaderboard)."""
     return {
@@ -153,6 +162,7 @@ def push_results(run_dir: str | Path, model_repo: str, *, token: str | None = No
     """Open a pull request on ``model_repo`` adding this run's eval results; returns its URL."""
     from huggingface_hub import HfApi
 
+    check_repo_id(model_repo, "--model")
     path = Path(run_dir) / EVAL_RESULTS_FILE
     if not path.is_file():
         raise InputError(

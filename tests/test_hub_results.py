@@ -151,3 +151,19 @@ def test_skipped_images_are_never_a_benchmark_result(full_results, tmp_path):
     notes = hub_results.write_hub_results(tmp_path, full_results | {"data": data}, "org/gpr1200")
     assert "1 image(s) of the source were skipped" in notes[0] and "5_x.jpg" in notes[0]
     assert not list(tmp_path.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--demo", "--hub-dataset", "bad id with spaces"],
+        ["evaluate", "--demo", "--hub-dataset", "no-slash"],
+        ["push-results", ".", "--model", "a/b/c"],
+    ],
+)
+def test_hub_ids_are_checked_before_any_work(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --") and "ORG/NAME" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
