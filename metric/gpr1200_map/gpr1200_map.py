@@ -16,8 +16,10 @@ from .protocol import CITATION
 from .ranking import as_array, resolve_labels
 from .scoring import score, score_indices
 
-# Imported so that evaluate copies it: scoring uses it for device="cuda" and other torch devices.
+# Imported so that evaluate copies them: scoring uses ranking_torch for device="cuda" and other
+# torch devices; both counting backends use ranking_common.
 from .ranking_torch import rank_counts_torch
+from .ranking_common import Counts
 
 _CITATION = CITATION
 
