@@ -58,6 +58,7 @@ from .ranking_common import (
     Counts,
     NonFiniteScores,
     blocks,
+    hamming_bits,
     slot_positions,
     tie_side,
 )
@@ -106,13 +107,20 @@ def as_array(obj, what: str) -> np.ndarray:
 
 
 def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
-    """The embeddings as a finite 2-D float array, or ``InputError`` naming the problem.
+    """The embeddings as a finite 2-D numeric array, or ``InputError`` naming the problem.
 
-    Floats keep their precision (float16 becomes float32, exactly); integers and booleans
-    become float64. Casting to the metric's score precision happens in ``prepare*``.
+    Floats keep their precision (float16 becomes float32, exactly); integers and booleans stay
+    as they are for ``ip``/``l2`` (scored exactly where they can be) and become float64 for
+    ``cosine``. ``hamming`` takes packed bits: (N, bytes) uint8. Casting to the metric's score
+    precision happens in ``prepare*``.
     """
     _check_choice("metric", metric, METRICS)
     x = as_array(embeddings, "embeddings")
+    if metric == "hamming" and x.dtype != np.uint8:
+        raise InputError(
+            f"metric='hamming' takes packed binary codes, an (N, bytes) uint8 array as "
+            f"np.packbits(bits, axis=1) gives; got dtype {x.dtype}"
+        )
     if x.dtype == object:
         raise InputError("embeddings must be a numeric array, got Python objects (ragged rows?)")
     if x.ndim != 2:
@@ -125,6 +133,8 @@ def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
     if x.dtype.kind not in "fiub":
         raise InputError(f"embeddings must be numeric (real numbers), got dtype {x.dtype}")
     if x.dtype.kind != "f":
+        if metric != "cosine":
+            return x  # integers: finite
         x = x.astype(np.float64)
     elif x.dtype.itemsize < 4:
         x = x.astype(np.float32)
@@ -264,6 +274,13 @@ def prepare_ranking(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray 
     unscaled scores times ``2**(2k)`` wherever those were representable.
     """
     n, d = x.shape
+    if metric == "hamming":
+        return packed_words(x), None
+    if x.dtype.kind in "iub":
+        exact = exact_integer_vectors(x, metric)
+        if exact is not None:
+            return exact
+        x = x.astype(np.float64)  # too large for exact scores: scored as floats
     if metric == "cosine":
         if x.dtype != np.float32:  # wider than float32: the cast could overflow or underflow
             k = -np.frexp(_row_max_abs(x))[1]  # each row's largest value to [0.5, 1)
@@ -292,6 +309,40 @@ def prepare_ranking(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray 
     return v, np.einsum("ij,ij->i", v, v)
 
 
+def packed_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes (N x bytes uint8) as N x words uint64, zero-padded (padding adds no
+    distance). Longer codes than float32 holds exactly (2**22 bits) are refused."""
+    n, nbytes = codes.shape
+    if nbytes * 8 >= 2**22:
+        raise InputError(
+            f"binary codes of {nbytes * 8} bits are too long for exact hamming scores "
+            "(at most 4194303 bits)"
+        )
+    words = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
+    words[:, :nbytes] = codes
+    return words.view(np.uint64)
+
+
+def exact_integer_vectors(x: np.ndarray, metric: str):
+    """``prepare_ranking`` for integer (or boolean) embeddings under ``ip``/``l2``, whose scores
+    are then exact integers, the same on every backend; ``None`` where they could exceed what
+    float64 holds exactly (2**53). Values of at most 8 bits whose scores stay below 2**24 are
+    scored in float32 (exact even where a GPU rounds matmul inputs to TF32 or bfloat16), the
+    rest in float64. ``cosine`` is a float metric: ``None``."""
+    if metric not in ("ip", "l2"):
+        return None
+    top = max(abs(int(x.max())), abs(int(x.min())))
+    bound = x.shape[1] * top * top * (4 if metric == "l2" else 1)  # |score|, |partial sums|
+    if bound < 2**24 and top <= 255:
+        v = x.astype(np.float32)
+    elif bound < 2**53:
+        v = x.astype(np.float64)
+    else:
+        return None
+    v = np.ascontiguousarray(v)
+    return v, (np.einsum("ij,ij->i", v, v) if metric == "l2" else None)
+
+
 def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray | None]:
     """Vectors whose inner products are the scores in their own units, plus a per-item offset.
 
@@ -302,6 +353,13 @@ def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray 
     x = validate_embeddings(embeddings, metric)
     if metric == "cosine":
         return prepare_ranking(x, metric)
+    if metric == "hamming":
+        bits = hamming_bits(packed_words(x))
+        return bits, bits.sum(axis=1, dtype=np.float32)
+    if x.dtype.kind in "iub":
+        exact = exact_integer_vectors(x, metric)
+        if exact is not None:
+            return exact
     v = x.astype(np.float32 if metric == "ip" else np.float64)
     if not np.isfinite(v).all():
         raise InputError(f"embeddings exceed the range of {v.dtype}, in which {metric} is shown")
