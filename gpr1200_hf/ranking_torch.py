@@ -3,8 +3,9 @@
 Row strips (class-aligned, all columns) are scored on the device; each query's thresholds are
 taken from its own strip, so they are the very numbers it is compared with. Only the counts
 come back to the CPU, where ``ranking`` turns them into APs exactly as for numpy. Packed binary
-codes (``hamming``) are scored as 0/1 rows: ``2 a.b - |a| - |b| = -popcount(a XOR b)``, integers
-that float32 holds exactly, so they equal the numpy popcounts bit for bit.
+codes (``hamming``) are scored as +-1 rows: ``(a.b - bits) / 2 = -popcount(a XOR b)``, integers
+that float32 holds exactly (whatever the summation order, and in TF32/bfloat16 matmul inputs),
+so they equal the numpy popcounts bit for bit.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def rank_counts_torch(
 ) -> Counts:
     import torch
 
+    bits = None
     if v.dtype == np.uint64:  # packed codes
-        v = hamming_bits(v)
-        offset = v.sum(axis=1, dtype=np.float32)
+        v = hamming_bits(v) * np.float32(2) - np.float32(1)
+        bits = float(v.shape[1])
     n = v.shape[0]
     sizes = np.bincount(class_ids)
     counts = Counts.empty(sizes, class_ids, v.dtype)
@@ -43,6 +45,8 @@ def rank_counts_torch(
         for blk in blocks(class_ids, block):
             rows = torch.arange(blk.start, blk.stop, device=device)
             s = vt[blk] @ vt.T
+            if bits is not None:
+                s.sub_(bits).mul_(0.5)  # -popcount(a XOR b), exact
             if off is not None:
                 s = 2 * s - off[blk, None] - off[None, :]
             if not bool(torch.isfinite(s.amax(1)).all()):  # NaN or +inf anywhere shows here
