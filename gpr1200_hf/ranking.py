@@ -4,8 +4,12 @@ Definitions (the single source of truth; the README and the metric card repeat t
 
 * **Scores.** ``cosine``: dot product of L2-normalised vectors (normalised in float64, rounded
   to float32), in float32. ``ip``: raw inner product, in float32. ``l2``: negative squared
-  Euclidean distance, in float64 (ranking by ascending distance). Two items *tie* when their
-  computed scores are exactly equal.
+  Euclidean distance, in float64 (ranking by ascending distance). ``hamming``: packed binary
+  codes (N x bytes uint8, ``np.packbits`` order), score ``-popcount(a XOR b)``. Integer (and
+  boolean) embeddings under ``ip``/``l2`` are scored in exact integer arithmetic (float32 or
+  float64 where every score provably is exact, see ``exact_integer_vectors``). Two items *tie*
+  when their computed scores are exactly equal (for codes and integers: the exact scores, the
+  same on every backend; float scores may differ between backends in the last bits).
 * **Scaling** (``prepare_ranking``). Before scoring, the embeddings are multiplied by a power of
   two: per row for ``cosine`` (the normalisation cancels it), one common factor for ``ip`` and
   ``l2``, chosen from the largest absolute value and the dimension so that no score and no
@@ -36,7 +40,9 @@ Definitions (the single source of truth; the README and the metric card repeat t
 Algorithm: the rank of a relevant item is the count of items scoring above it, so no row is
 sorted and the N x N matrix is never held. Items are grouped by label; the similarity matrix is
 computed in class-aligned blocks of its upper triangle only (it is symmetric), each block
-counted both row-wise and column-wise against the relevant scores of its rows and columns.
+counted both row-wise and column-wise against the relevant scores of its rows and columns
+(``stable``: the items ranked before each relevant item, scoring above it or tied with an
+earlier input position).
 Memory is O(block^2 + N * class size).
 """
 
