@@ -1,6 +1,7 @@
 """Speed and memory of ``gpr1200_hf.score`` against its floor and the official algorithm.
 
-Run by hand: ``python benchmarks/bench_score.py [--skip-large] [--skip-metric]``. Prints times
+Run by hand: ``python benchmarks/bench_score.py [--skip-large] [--skip-metric] [--only-codes]
+[--device cpu]``. Prints times
 and ratios measured in this run (never compare numbers from different machines).
 """
 
@@ -82,6 +83,49 @@ def bench_gpr1200(repeat: int) -> None:
     )
 
 
+def sign_codes(bits: int, seed: int = 1) -> np.ndarray:
+    """+-1 float32 codes: signs of a random projection of GPR1200-shaped embeddings (massive
+    exact ties)."""
+    x = gpr_like()
+    rng = np.random.default_rng(seed)
+    return np.sign(x @ rng.standard_normal((x.shape[1], bits)).astype(np.float32))
+
+
+def bench_ties(repeat: int, devices: list[str | None]) -> None:
+    """The four tie modes on the same codes, interleaved round by round (best of ``repeat``),
+    so that load from other processes hits them alike."""
+    codes = sign_codes(32)
+    for device in devices:
+        times = {t: float("inf") for t in g.ranking.TIES}
+        maps = {}
+        for _ in range(repeat):
+            for ties in g.ranking.TIES:
+                start = time.perf_counter()
+                maps[ties] = g.score(codes, ties=ties, device=device)["map"]
+                times[ties] = min(times[ties], time.perf_counter() - start)
+        name = "numpy" if device is None else f"torch {device}"
+        print(f"12000 x 32-bit sign codes (cosine), every tie mode, {name}:")
+        for ties in g.ranking.TIES:
+            ratio = times[ties] / times["expected"]
+            print(
+                f"  {ties:12s} {times[ties]:7.3f} s  {ratio:5.2f} x expected  mAP {maps[ties]:.6f}"
+            )
+
+
+def bench_hamming(repeat: int, devices: list[str | None]) -> None:
+    bits = sign_codes(256) > 0
+    packed = np.packbits(bits, axis=1)
+    plus_minus = bits.astype(np.float32) * 2 - 1
+    for device in devices:
+        t_ham, r_ham = best_of(lambda d=device: g.score(packed, metric="hamming", device=d), repeat)
+        t_ip, r_ip = best_of(lambda d=device: g.score(plus_minus, metric="ip", device=d), repeat)
+        assert r_ham == r_ip, (r_ham, r_ip)  # the same ranking, the same ties
+        name = "numpy" if device is None else f"torch {device}"
+        print(f"12000 x 256-bit codes, {name} (identical results, mAP {r_ham['map']:.6f}):")
+        print(f"  hamming, packed uint8 (32 B/row)      {t_ham:7.3f} s")
+        print(f"  ip, unpacked +-1 float32 (1 KiB/row)  {t_ip:7.3f} s   {t_ip / t_ham:5.2f} x")
+
+
 LARGE = """
 import resource, time, tracemalloc
 import numpy as np, gpr1200_hf as g
@@ -129,8 +173,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-metric", action="store_true")
+    ap.add_argument("--only-codes", action="store_true", help="tie modes and hamming only")
+    ap.add_argument("--device", action="append", help="also time this torch device (cpu, cuda)")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    devices = [None, *(args.device or [])]
+    bench_ties(args.repeat, devices)
+    bench_hamming(args.repeat, devices)
+    if args.only_codes:
+        return
     bench_gpr1200(args.repeat)
     if not args.skip_metric:
         bench_metric(args.repeat)

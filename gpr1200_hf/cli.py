@@ -320,7 +320,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow custom model code from the checkpoint (off by default)",
     )
-    p.add_argument("--metric", choices=METRICS, default="cosine", help="score between vectors")
+    float_metrics = [m for m in METRICS if m != "hamming"]  # models give float embeddings
+    p.add_argument(
+        "--metric", choices=float_metrics, default="cosine", help="score between vectors"
+    )
     p.add_argument("--ties", choices=TIES, default="expected", help="how tied scores rank")
     p.add_argument(
         "--exclude-self",

@@ -4,8 +4,12 @@ Definitions (the single source of truth; the README and the metric card repeat t
 
 * **Scores.** ``cosine``: dot product of L2-normalised vectors (normalised in float64, rounded
   to float32), in float32. ``ip``: raw inner product, in float32. ``l2``: negative squared
-  Euclidean distance, in float64 (ranking by ascending distance). Two items *tie* when their
-  computed scores are exactly equal.
+  Euclidean distance, in float64 (ranking by ascending distance). ``hamming``: packed binary
+  codes (N x bytes uint8, ``np.packbits`` order), score ``-popcount(a XOR b)``. Integer (and
+  boolean) embeddings under ``ip``/``l2`` are scored in exact integer arithmetic (float32 or
+  float64 where every score provably is exact, see ``exact_integer_vectors``). Two items *tie*
+  when their computed scores are exactly equal (for codes and integers: the exact scores, the
+  same on every backend; float scores may differ between backends in the last bits).
 * **Scaling** (``prepare_ranking``). Before scoring, the embeddings are multiplied by a power of
   two: per row for ``cosine`` (the normalisation cancels it), one common factor for ``ip`` and
   ``l2``, chosen from the largest absolute value and the dimension so that no score and no
@@ -36,7 +40,9 @@ Definitions (the single source of truth; the README and the metric card repeat t
 Algorithm: the rank of a relevant item is the count of items scoring above it, so no row is
 sorted and the N x N matrix is never held. Items are grouped by label; the similarity matrix is
 computed in class-aligned blocks of its upper triangle only (it is symmetric), each block
-counted both row-wise and column-wise against the relevant scores of its rows and columns.
+counted both row-wise and column-wise against the relevant scores of its rows and columns
+(``stable``: the items ranked before each relevant item, scoring above it or tied with an
+earlier input position).
 Memory is O(block^2 + N * class size).
 """
 
@@ -54,11 +60,19 @@ import numpy as np
 
 from . import protocol
 from .errors import InputError
+from .ranking_common import (
+    Counts,
+    NonFiniteScores,
+    blocks,
+    hamming_bits,
+    slot_positions,
+    tie_side,
+)
 
-Metric = Literal["cosine", "ip", "l2"]
+Metric = Literal["cosine", "ip", "l2", "hamming"]
 Ties = Literal["expected", "stable", "optimistic", "pessimistic"]
 Normalize = Literal["relevant", "retrieved"]
-METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
+METRICS: tuple[str, ...] = ("cosine", "ip", "l2", "hamming")
 TIES: tuple[str, ...] = ("expected", "stable", "optimistic", "pessimistic")
 NORMALIZE: tuple[str, ...] = ("relevant", "retrieved")
 DEFAULT_BLOCK = 256
@@ -99,13 +113,20 @@ def as_array(obj, what: str) -> np.ndarray:
 
 
 def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
-    """The embeddings as a finite 2-D float array, or ``InputError`` naming the problem.
+    """The embeddings as a finite 2-D numeric array, or ``InputError`` naming the problem.
 
-    Floats keep their precision (float16 becomes float32, exactly); integers and booleans
-    become float64. Casting to the metric's score precision happens in ``prepare*``.
+    Floats keep their precision (float16 becomes float32, exactly); integers and booleans stay
+    as they are for ``ip``/``l2`` (scored exactly where they can be) and become float64 for
+    ``cosine``. ``hamming`` takes packed bits: (N, bytes) uint8. Casting to the metric's score
+    precision happens in ``prepare*``.
     """
     _check_choice("metric", metric, METRICS)
     x = as_array(embeddings, "embeddings")
+    if metric == "hamming" and x.dtype != np.uint8:
+        raise InputError(
+            f"metric='hamming' takes packed binary codes, an (N, bytes) uint8 array as "
+            f"np.packbits(bits, axis=1) gives; got dtype {x.dtype}"
+        )
     if x.dtype == object:
         raise InputError("embeddings must be a numeric array, got Python objects (ragged rows?)")
     if x.ndim != 2:
@@ -118,6 +139,8 @@ def validate_embeddings(embeddings, metric: str = "cosine") -> np.ndarray:
     if x.dtype.kind not in "fiub":
         raise InputError(f"embeddings must be numeric (real numbers), got dtype {x.dtype}")
     if x.dtype.kind != "f":
+        if metric != "cosine":
+            return x  # integers: finite
         x = x.astype(np.float64)
     elif x.dtype.itemsize < 4:
         x = x.astype(np.float32)
@@ -257,6 +280,13 @@ def prepare_ranking(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray 
     unscaled scores times ``2**(2k)`` wherever those were representable.
     """
     n, d = x.shape
+    if metric == "hamming":
+        return packed_words(x), None
+    if x.dtype.kind in "iub":
+        exact = exact_integer_vectors(x, metric)
+        if exact is not None:
+            return exact
+        x = x.astype(np.float64)  # too large for exact scores: scored as floats
     if metric == "cosine":
         if x.dtype != np.float32:  # wider than float32: the cast could overflow or underflow
             k = -np.frexp(_row_max_abs(x))[1]  # each row's largest value to [0.5, 1)
@@ -285,6 +315,40 @@ def prepare_ranking(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray 
     return v, np.einsum("ij,ij->i", v, v)
 
 
+def packed_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes (N x bytes uint8) as N x words uint64, zero-padded (padding adds no
+    distance). Longer codes than float32 holds exactly (2**22 bits) are refused."""
+    n, nbytes = codes.shape
+    if nbytes * 8 >= 2**22:
+        raise InputError(
+            f"binary codes of {nbytes * 8} bits are too long for exact hamming scores "
+            "(at most 4194303 bits)"
+        )
+    words = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
+    words[:, :nbytes] = codes
+    return words.view(np.uint64)
+
+
+def exact_integer_vectors(x: np.ndarray, metric: str):
+    """``prepare_ranking`` for integer (or boolean) embeddings under ``ip``/``l2``, whose scores
+    are then exact integers, the same on every backend; ``None`` where they could exceed what
+    float64 holds exactly (2**53). Values of at most 8 bits whose scores stay below 2**24 are
+    scored in float32 (exact even where a GPU rounds matmul inputs to TF32 or bfloat16), the
+    rest in float64. ``cosine`` is a float metric: ``None``."""
+    if metric not in ("ip", "l2"):
+        return None
+    top = max(abs(int(x.max())), abs(int(x.min())))
+    bound = x.shape[1] * top * top * (4 if metric == "l2" else 1)  # |score|, |partial sums|
+    if bound < 2**24 and top <= 255:
+        v = x.astype(np.float32)
+    elif bound < 2**53:
+        v = x.astype(np.float64)
+    else:
+        return None
+    v = np.ascontiguousarray(v)
+    return v, (np.einsum("ij,ij->i", v, v) if metric == "l2" else None)
+
+
 def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray | None]:
     """Vectors whose inner products are the scores in their own units, plus a per-item offset.
 
@@ -295,6 +359,13 @@ def prepare(embeddings, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray 
     x = validate_embeddings(embeddings, metric)
     if metric == "cosine":
         return prepare_ranking(x, metric)
+    if metric == "hamming":
+        bits = hamming_bits(packed_words(x))
+        return bits, bits.sum(axis=1, dtype=np.float32)
+    if x.dtype.kind in "iub":
+        exact = exact_integer_vectors(x, metric)
+        if exact is not None:
+            return exact
     v = x.astype(np.float32 if metric == "ip" else np.float64)
     if not np.isfinite(v).all():
         raise InputError(f"embeddings exceed the range of {v.dtype}, in which {metric} is shown")
@@ -314,27 +385,57 @@ def _l2_normalized(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     return out
 
 
-class NonFiniteScores(InputError):
-    """A computed score is NaN or infinite: it cannot be ranked. ``prepare_ranking`` bounds
-    every score, so this is a last guard, checked before a block is counted."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "some similarity scores are NaN or infinite, so they cannot be ranked; rescale "
-            "the embeddings (or use cosine)"
-        )
+def score_dtype(v: np.ndarray):
+    """The dtype of the scores computed from ``v`` (packed codes give float32 integers)."""
+    return np.dtype(np.float32) if v.dtype == np.uint64 else v.dtype
 
 
 def pairwise_scores(
     v: np.ndarray, offset: np.ndarray | None, rows: slice, cols: slice
 ) -> np.ndarray:
     """The block ``scores[rows, cols]`` (what every ranking in this module compares)."""
+    if v.dtype == np.uint64:
+        return _hamming_scores(v[rows], v[cols])
     s = v[rows] @ v[cols].T
     if offset is not None:
         s *= 2.0
         s -= offset[rows, None]
         s -= offset[None, cols]
     return s
+
+
+_M1, _M2, _M4, _H01 = (
+    np.uint64(0x5555555555555555),
+    np.uint64(0x3333333333333333),
+    np.uint64(0x0F0F0F0F0F0F0F0F),
+    np.uint64(0x0101010101010101),
+)
+
+
+def _popcount(x: np.ndarray, out: np.ndarray) -> None:
+    """Set bits of each uint64 of ``x`` into ``out`` (uint8); ``x`` may be overwritten."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0: one instruction per word
+        np.bitwise_count(x, out=out)
+        return
+    x -= (x >> np.uint64(1)) & _M1  # pragma: no cover - numpy 1.x: the classic SWAR count
+    x[...] = (x & _M2) + ((x >> np.uint64(2)) & _M2)  # pragma: no cover
+    x[...] = (x + (x >> np.uint64(4))) & _M4  # pragma: no cover
+    out[...] = (x * _H01) >> np.uint64(56)  # pragma: no cover
+
+
+def _hamming_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``-popcount(a_i XOR b_j)`` for packed codes (rows of uint64 words), as float32 (exact:
+    integers below 2**24)."""
+    bt = np.ascontiguousarray(b.T)
+    x = np.empty((a.shape[0], b.shape[0]), dtype=np.uint64)
+    bits = np.empty(x.shape, dtype=np.uint8)
+    dist = np.zeros(x.shape, dtype=np.uint16 if a.shape[1] * 64 < 2**16 else np.uint32)
+    for k in range(a.shape[1]):
+        np.bitwise_xor(a[:, k, None], bt[k][None, :], out=x)
+        _popcount(x, bits)
+        dist += bits
+    s = dist.astype(np.float32)
+    return np.negative(s, out=s)
 
 
 # --------------------------------------------------------------------------- counting
@@ -346,14 +447,17 @@ def _count(
     axis: int,
     gt: np.ndarray,
     ge: np.ndarray,
-    want_ties: bool,
-):
+    stable: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Count, for each query of ``s``, the scores above and at its thresholds.
 
     ``axis=1``: queries are the rows of ``s``; ``axis=0``: its columns. Adds #(score > t_k) to
-    ``gt[:, k]`` and #(score >= t_k) to ``ge[:, k]``. Slots whose threshold lies above every
-    score of every query here are skipped. With ``want_ties`` returns (queries, others, eq):
-    the elements exactly equal to a threshold of their query, ``eq[i, k]`` telling which.
+    ``gt[:, k]`` and #(score >= t_k) to ``ge[:, k]``. With ``stable=(slot_pos, other_pos,
+    before)`` it adds instead, to ``before[:, k]``, the items ranked before slot k's item in
+    stable order: scoring above t_k, or exactly t_k with an earlier input position
+    (``other_pos`` of the other axis < ``slot_pos[:, k]``). Where all the others come before
+    (or after) every slot item this is one comparison, like ``ge`` (``gt``). Slots whose
+    threshold lies above every score of every query here are skipped.
     """
     sum_dtype = np.int16 if s.shape[axis] < 2**15 else np.int64
     buf = np.empty(s.shape, dtype=np.bool_)
@@ -364,36 +468,38 @@ def _count(
     g = np.zeros(thresholds.shape, dtype=np.int64)
     e = np.zeros(thresholds.shape, dtype=np.int64)
     by_slot = np.ascontiguousarray(thresholds.T)
+    if stable:
+        slot_pos, other_pos, before = stable
+        pos_by_slot = np.ascontiguousarray(slot_pos.T)
+        other = other_pos[None, :] if axis == 1 else other_pos[:, None]
+        earlier = None
     for k in range(thresholds.shape[1]):
         t = by_slot[k]
         if not np.any(t <= best):
             continue
         t = t[:, None] if axis == 1 else t[None, :]
-        np.greater(s, t, out=buf)
-        g[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
-        np.greater_equal(s, t, out=buf)
+        if not stable:
+            np.greater(s, t, out=buf)
+            g[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
+            np.greater_equal(s, t, out=buf)
+            e[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
+            continue
+        p = pos_by_slot[k]
+        side = tie_side(other_pos, p)
+        (np.greater_equal if side == "before" else np.greater)(s, t, out=buf)
         e[:, k] = u8.sum(axis=axis, dtype=sum_dtype)
-    gt += g
-    ge += e
-    if not want_ties:
-        return None
-    queries, others = [], []
-    for q in np.flatnonzero((e > g).any(axis=1)):
-        scores = s[q] if axis == 1 else s[:, q]
-        hit = np.flatnonzero(np.isin(scores, thresholds[q][e[q] > g[q]]))
-        queries.append(np.full(hit.size, q))
-        others.append(hit)
-    queries = np.concatenate(queries) if queries else np.zeros(0, dtype=np.int64)
-    others = np.concatenate(others) if others else np.zeros(0, dtype=np.int64)
-    scores = s[queries, others] if axis == 1 else s[others, queries]
-    return queries, others, scores[:, None] == thresholds[queries]
-
-
-def _record_ties(thresholds, queries, others, eq, query_ids, other_pos, out: dict) -> None:
-    """Store input positions of non-relevant items tied with a relevant score (``stable``)."""
-    for i, k in zip(*np.nonzero(eq)):
-        key = (int(query_ids[queries[i]]), float(thresholds[queries[i], k]))
-        out.setdefault(key, set()).add(int(other_pos[others[i]]))
+        if side == "mixed":  # ties broken element by element
+            if earlier is None:
+                earlier = np.empty(s.shape, dtype=np.bool_)
+            np.less(other, p[:, None] if axis == 1 else p[None, :], out=earlier)
+            np.equal(s, t, out=buf)
+            buf &= earlier
+            e[:, k] += u8.sum(axis=axis, dtype=sum_dtype)
+    if stable:
+        before += e
+    else:
+        gt += g
+        ge += e
 
 
 def _workers() -> int:
@@ -419,45 +525,6 @@ def _single_threaded_blas() -> Iterator[bool]:
         yield True
 
 
-@dataclass
-class _Counts:
-    """Per query (sorted order) and relevant slot: the sufficient statistics of its ranking."""
-
-    thresholds: np.ndarray  # (N, m) relevant scores, descending; +inf pads
-    size: np.ndarray  # (N,) class size (relevant items incl. self)
-    self_slot: np.ndarray  # (N,) slot of the query itself among its thresholds
-    gt: np.ndarray  # (N, m) items (incl. self) scoring > threshold
-    ge: np.ndarray  # (N, m) items (incl. self) scoring >= threshold
-    slot_member: np.ndarray  # (N, m) sorted position of the item in each slot; -1 pads
-    ties: dict  # (query, value) -> input positions of non-relevant items tied at value
-
-    @classmethod
-    def empty(cls, sizes: np.ndarray, class_ids: np.ndarray, dtype) -> _Counts:
-        """Nothing counted yet: +inf thresholds, zero counts, no slot members."""
-        n, m = class_ids.size, int(sizes.max())
-        return cls(
-            thresholds=np.full((n, m), np.inf, dtype=dtype),
-            size=sizes[class_ids],
-            self_slot=np.zeros(n, dtype=np.int64),
-            gt=np.zeros((n, m), dtype=np.int64),
-            ge=np.zeros((n, m), dtype=np.int64),
-            slot_member=np.full((n, m), -1, dtype=np.int64),
-            ties={},
-        )
-
-
-def _blocks(class_ids: np.ndarray, target: int) -> list[slice]:
-    """Contiguous row blocks of about ``target`` rows that never split a class."""
-    bounds = np.flatnonzero(np.diff(class_ids)) + 1
-    bounds = np.concatenate([[0], bounds, [class_ids.size]])
-    blocks, start = [], 0
-    for b in bounds[1:]:
-        if b - start >= target or b == class_ids.size:
-            blocks.append(slice(start, int(b)))
-            start = int(b)
-    return blocks
-
-
 class _StripCounter:
     """Counts strips of the upper triangle into its own accumulators (one per worker).
 
@@ -465,15 +532,17 @@ class _StripCounter:
     pair of its rows, so it fixes all thresholds; the block is kept so that phase 2 counts the
     very same numbers. Phase 2 (``strip``) scores rows ``blk`` against columns ``[c0, c1)`` at
     or right of the block and counts every element twice: for its row's query and, right of the
-    diagonal block, for its column's query. Wide strips keep numpy's inner loops long.
+    diagonal block, for its column's query. Wide strips keep numpy's inner loops long. For
+    ``stable`` it counts ``before`` (``slot_pos`` set between the phases) instead of gt/ge.
     """
 
-    def __init__(self, v, offset, class_ids, input_pos, sizes, c: _Counts, diag: dict, ties):
+    def __init__(self, v, offset, class_ids, input_pos, sizes, c: Counts, diag: dict, ties):
         self.v, self.offset, self.class_ids = v, offset, class_ids
         self.input_pos, self.sizes, self.c, self.diag = input_pos, sizes, c, diag
         self.gt = np.zeros_like(c.gt)
         self.ge = np.zeros_like(c.ge)
-        self.ties: dict | None = {} if ties else None
+        self.before = np.zeros_like(c.before) if ties else None
+        self.slot_pos: np.ndarray | None = None
 
     def diagonal(self, blk: slice) -> None:
         c = self.c
@@ -492,29 +561,30 @@ class _StripCounter:
         self.diag[blk.start] = s
 
     def strip(self, blk: slice, c0: int, c1: int) -> None:
-        c, want = self.c, self.ties is not None
+        c = self.c
         if c0 == blk.start:  # the strip starts with the diagonal block, already scored
-            s = np.empty((blk.stop - blk.start, c1 - c0), dtype=self.v.dtype)
+            s = np.empty((blk.stop - blk.start, c1 - c0), dtype=score_dtype(self.v))
             width = blk.stop - blk.start
             s[:, :width] = self.diag[blk.start]
             if c1 > blk.stop:
                 s[:, width:] = pairwise_scores(self.v, self.offset, blk, slice(blk.stop, c1))
         else:
             s = pairwise_scores(self.v, self.offset, blk, slice(c0, c1))
-        rows = np.arange(blk.start, blk.stop)
-        pairs = _count(s, c.thresholds[blk], 1, self.gt[blk], self.ge[blk], want)
-        if pairs is not None:
-            q, o, eq = pairs
-            other = self.class_ids[rows[q]] != self.class_ids[c0 + o]  # relevant: no tie
-            pos = self.input_pos[c0:c1]
-            _record_ties(c.thresholds[blk], q[other], o[other], eq[other], rows, pos, self.ties)
+        if self.before is None:
+            _count(s, c.thresholds[blk], 1, self.gt[blk], self.ge[blk])
+        else:  # the diagonal block's columns apart: elsewhere the tie side is often uniform
+            split = blk.stop - c0 if c0 == blk.start else 0
+            for a, b in ((0, split), (split, c1 - c0)):
+                if b > a:
+                    pos = (self.slot_pos[blk], self.input_pos[c0 + a : c0 + b], self.before[blk])
+                    _count(s[:, a:b], c.thresholds[blk], 1, self.gt[blk], self.ge[blk], pos)
         off = max(0, blk.stop - c0)
         if off < c1 - c0:
             cols = slice(c0 + off, c1)
-            pairs = _count(s[:, off:], c.thresholds[cols], 0, self.gt[cols], self.ge[cols], want)
-            if pairs is not None:
-                ids = np.arange(cols.start, cols.stop)
-                _record_ties(c.thresholds[cols], *pairs, ids, self.input_pos[blk], self.ties)
+            pos = None
+            if self.before is not None:
+                pos = (self.slot_pos[cols], self.input_pos[blk], self.before[cols])
+            _count(s[:, off:], c.thresholds[cols], 0, self.gt[cols], self.ge[cols], pos)
 
 
 def _run_all(tasks: list, workers: list[_StripCounter], pool) -> None:
@@ -548,15 +618,15 @@ def _rank_counts(
     input_pos: np.ndarray,
     block: int,
     track_ties: bool,
-) -> _Counts:
+) -> Counts:
     """Thresholds and counts for every query, from the upper triangle of the score matrix."""
     n = v.shape[0]
     sizes = np.bincount(class_ids)
-    counts = _Counts.empty(sizes, class_ids, v.dtype)
-    blocks = _blocks(class_ids, block)
-    diagonal = [("diagonal", (b,)) for b in blocks]
+    counts = Counts.empty(sizes, class_ids, score_dtype(v))
+    row_blocks = blocks(class_ids, block)
+    diagonal = [("diagonal", (b,)) for b in row_blocks]
     strips = []
-    for b in blocks:
+    for b in row_blocks:
         width = max(STRIP_WIDTH, b.stop - b.start)
         strips += [("strip", (b, c0, min(c0 + width, n))) for c0 in range(b.start, n, width)]
     strips.sort(key=lambda task: task[1][2] - task[1][1], reverse=True)  # big first: balance
@@ -570,6 +640,9 @@ def _rank_counts(
         pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
         try:
             _run_all(diagonal, workers, pool)  # all thresholds are known after this
+            slot_pos = slot_positions(counts.slot_member, input_pos)
+            for w in workers:
+                w.slot_pos = slot_pos
             _run_all(strips, workers, pool)
         finally:
             if pool is not None:
@@ -577,8 +650,8 @@ def _rank_counts(
     for w in workers:
         counts.gt += w.gt
         counts.ge += w.ge
-        for key, positions in (w.ties or {}).items():
-            counts.ties.setdefault(key, set()).update(positions)
+        if w.before is not None:
+            counts.before += w.before
     return counts
 
 
@@ -621,26 +694,22 @@ def _contributions(
     limit: np.ndarray,
     ties: str,
     harmonic: np.ndarray,
-    tie_positions: dict,
-    slot_pos: np.ndarray,
+    before: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: sum over relevant items ranked <= limit of precision, and their count.
 
-    ``limit`` is per query; expectations are exact for ``ties='expected'``.
+    ``limit`` is per query; expectations are exact for ``ties='expected'``; ``stable`` ranks
+    each relevant item right after the ``before`` items counted for its slot.
     """
     g, n, rg, r, q = sl.g, sl.n, sl.rg, sl.r, sl.q
     lim = limit[:, None]
     if ties == "pessimistic":
         rank = g + n - r + q
+    elif ties == "stable":
+        rank = before + 1
     else:
         rank = g + q  # optimistic; also every mode where no non-relevant item ties
     relc = rg + q
-    if ties == "stable":
-        rank = rank.copy()
-        for a, kk in zip(*np.nonzero(sl.valid & (n > r))):
-            tied = tie_positions.get((int(a), float(sl.value[a, kk])), ())
-            p = slot_pos[a, kk]
-            rank[a, kk] += sum(1 for t in tied if t < p)
     inside = sl.valid & (rank <= lim)
     prec = np.where(inside, relc / np.maximum(rank, 1), 0.0)
     hits = inside.astype(np.float64)
@@ -700,7 +769,7 @@ def rank_metrics(
         )
     n_items, m = counts.thresholds.shape
     harmonic = _harmonic(n_items + 1)
-    slot_pos = np.where(counts.slot_member >= 0, order[np.maximum(counts.slot_member, 0)], -1)
+    slot_pos = slot_positions(counts.slot_member, order)
 
     valid = np.arange(m)[None, :] < counts.size[:, None]
     self_value = counts.thresholds[np.arange(n_items), counts.self_slot]
@@ -712,22 +781,26 @@ def rank_metrics(
     gt_ns = np.take_along_axis(counts.gt, keep, axis=1) - (sv > t_ns)
     ge_ns = np.take_along_axis(counts.ge, keep, axis=1) - (sv >= t_ns)
     valid_ns = np.arange(m - 1)[None, :] < (counts.size - 1)[:, None]
+    # Stable order: the query ranked before a slot's item is no longer there.
     pos_ns = np.take_along_axis(slot_pos, keep, axis=1)
+    self_first = (sv > t_ns) | ((sv == t_ns) & (order[:, None] < pos_ns))
+    before_ns = np.take_along_axis(counts.before, keep, axis=1) - self_first
     slots_ns = _slots(t_ns, valid_ns, gt_ns, ge_ns)
     r_prime = counts.size - 1
     no_limit = np.full(n_items, n_items + 1)
 
-    def run(sl, limit, pos):
-        return _contributions(sl, limit, ties, harmonic, counts.ties, pos)
+    def run(sl, limit, before):
+        return _contributions(sl, limit, ties, harmonic, before)
 
     if include_self:
-        ap_sum, _ = run(_slots(counts.thresholds, valid, counts.gt, counts.ge), no_limit, slot_pos)
+        slots = _slots(counts.thresholds, valid, counts.gt, counts.ge)
+        ap_sum, _ = run(slots, no_limit, counts.before)
         ap = ap_sum / counts.size
     else:
-        ap_sum, _ = run(slots_ns, no_limit, pos_ns)
+        ap_sum, _ = run(slots_ns, no_limit, before_ns)
         ap = ap_sum / r_prime
-    mapr_sum, rhits = run(slots_ns, r_prime, pos_ns)
-    _, p1 = run(slots_ns, np.ones(n_items, dtype=np.int64), pos_ns)
+    mapr_sum, rhits = run(slots_ns, r_prime, before_ns)
+    _, p1 = run(slots_ns, np.ones(n_items, dtype=np.int64), before_ns)
 
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n_items)

@@ -23,6 +23,7 @@ METRIC_MODULES: tuple[str, ...] = (
     "errors.py",
     "protocol.py",
     "ranking.py",
+    "ranking_common.py",
     "ranking_torch.py",
     "scoring.py",
 )

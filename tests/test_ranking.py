@@ -261,3 +261,43 @@ def test_torch_backend_equals_numpy_on_continuous_embeddings():
     y = _labels(rng, 40, 2, 12)
     x = rng.standard_normal((y.size, 16)).astype(np.float32)
     assert g.score(x, y, device="cpu") == pytest.approx(g.score(x, y), abs=1e-12)
+
+
+@pytest.mark.parametrize("device", [None, pytest.param("cpu", id="torch-cpu")])
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "shuffled"])
+def test_stable_ties_in_narrow_strips(monkeypatch, grouped, device):
+    """Grouped input: others lie wholly before or after the slot items (one comparison each);
+    shuffled: per element. Both against the reference, with and without the query."""
+    from gpr1200_hf import ranking
+
+    if device is not None:
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    y = np.sort(_labels(rng, 15, 2, 6)) if grouped else _labels(rng, 15, 2, 6)
+    x = rng.integers(0, 2, (y.size, 4)).astype(np.float32) * 2 - 1
+    monkeypatch.setattr(ranking, "STRIP_WIDTH", 6)
+    for include_self in (True, False):
+        got = g.rank_metrics(
+            x,
+            y,
+            metric="ip",
+            ties="stable",
+            include_self=include_self,
+            block_size=4,
+            device=device,
+        )
+        want = brute_metrics(x, y, metric="ip", ties="stable", include_self=include_self)
+        for f in FIELDS:
+            np.testing.assert_allclose(getattr(got, f), want[f], atol=1e-12, err_msg=f)
+
+
+def test_backends_share_one_module_and_depend_one_way():
+    """ranking_torch imports ranking_common, never ranking (which imports it lazily)."""
+    import ast
+    import inspect
+
+    from gpr1200_hf import ranking_torch
+
+    tree = ast.parse(inspect.getsource(ranking_torch))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "ranking_common" in imported and "ranking" not in imported

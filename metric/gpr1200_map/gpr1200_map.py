@@ -16,8 +16,10 @@ from .protocol import CITATION
 from .ranking import as_array, resolve_labels
 from .scoring import score, score_indices
 
-# Imported so that evaluate copies it: scoring uses it for device="cuda" and other torch devices.
+# Imported so that evaluate copies them: scoring uses ranking_torch for device="cuda" and other
+# torch devices; both counting backends use ranking_common.
 from .ranking_torch import rank_counts_torch
+from .ranking_common import Counts
 
 _CITATION = CITATION
 
@@ -35,8 +37,10 @@ Args:
         ``mode="indices"``, an (N, K) array of ranked dataset positions per query.
     references: one integer label (GPR1200 category ID) per row. Omit it for the 12000 GPR1200
         images in canonical order (ascending category ID, then file name).
-    metric: "cosine" (default; dot product of L2-normalised vectors), "ip" (raw inner product)
-        or "l2" (ascending Euclidean distance).
+    metric: "cosine" (default; dot product of L2-normalised vectors), "ip" (raw inner product),
+        "l2" (ascending Euclidean distance) or "hamming" (predictions are packed binary codes,
+        an (N, bytes) uint8 array from np.packbits; ascending number of differing bits).
+        Integer predictions under "ip" and "l2" are scored in exact integer arithmetic.
     ties: "expected" (default; exact expectation over orderings of tied scores), "stable"
         (dataset order), "optimistic" (relevant first) or "pessimistic" (relevant last).
     include_self: keep each query in its own ranked list (default True, the official protocol).
@@ -65,6 +69,18 @@ Examples:
 _NO_LABEL = -1  # stands for "canonical GPR1200 label" in streamed batches
 
 
+def _packed_codes(rows):
+    """Streamed rows (stored as float32, exact for bytes) back to packed uint8 codes."""
+    if rows.dtype == np.uint8:
+        return rows
+    if rows.dtype.kind not in "fiu" or not np.all((rows >= 0) & (rows <= 255) & (rows % 1 == 0)):
+        raise InputError(
+            "metric='hamming' takes packed binary codes (uint8, as np.packbits gives), but the "
+            "streamed batches hold values that are not bytes 0-255; add_batch the packed codes"
+        )
+    return rows.astype(np.uint8)
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Gpr1200Map(evaluate.Metric):
     """GPR1200 full mAP, per-subset mAP, MAP@R, precision@1 and R-precision."""
@@ -90,7 +106,11 @@ class Gpr1200Map(evaluate.Metric):
         """One-shot calls in a single process skip evaluate's Arrow round trip."""
         if predictions is not None and self.writer is None and self.num_process == 1:
             return self._compute(predictions, references, **kwargs)
-        return super().compute(predictions=predictions, references=references, **kwargs)
+        self._streamed = True  # the rows come back from evaluate's float32 store
+        try:
+            return super().compute(predictions=predictions, references=references, **kwargs)
+        finally:
+            self._streamed = False
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Checks the batch (clear errors, nothing written on failure), then stores it."""
@@ -132,6 +152,8 @@ class Gpr1200Map(evaluate.Metric):
                 )
         if mode == "indices":
             return score_indices(predictions, references, normalize=normalize)
+        if metric == "hamming" and getattr(self, "_streamed", False):
+            predictions = _packed_codes(predictions)
         if mode != "embeddings":
             raise InputError(f"mode={mode!r} is not supported; choose embeddings or indices")
         return score(
