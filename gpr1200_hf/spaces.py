@@ -263,8 +263,9 @@ def _explorer_runs(paths, tmp: Path) -> dict[str, Path]:
     return files
 
 
-def _demo_runs(tmp: Path) -> Path:
-    """The demo sample and the weight-free baseline runs, built in ``tmp``."""
+def build_demo_runs(out: Path, instead: str = "pass --runs RUN_DIR") -> Path:
+    """The demo sample and the weight-free baseline runs, built in ``out`` (needs torch, for
+    the extraction's DataLoader); ``instead`` says what to do without torch."""
     import importlib.util
 
     from .explorer import DEMO_MODELS
@@ -272,12 +273,11 @@ def _demo_runs(tmp: Path) -> Path:
 
     if importlib.util.find_spec("torch") is None:
         raise InputError(
-            "building the explorer's demo runs needs torch (pip install 'gpr1200-hf[extract]'); "
-            "or pass --runs RUN_DIR"
+            f"building the explorer's demo runs needs torch (pip install torch); or {instead}"
         )
     for model in DEMO_MODELS:
-        evaluate_model(model, demo=True, output_dir=tmp, workers=0, progress=False)
-    return tmp
+        evaluate_model(model, demo=True, output_dir=out, workers=0, progress=False)
+    return out
 
 
 def export_explorer_space(out_dir: str | Path, runs=()) -> Path:
@@ -295,6 +295,6 @@ def export_explorer_space(out_dir: str | Path, runs=()) -> Path:
     files = {name: space / name for name in EXPLORER_SPACE_FILES} | _package_files()
     with tempfile.TemporaryDirectory(prefix="gpr1200-explorer-") as tmp:
         refs = Path(tmp) / "refs"
-        sources = list(runs) or [_demo_runs(Path(tmp) / "demo")]
+        sources = list(runs) or [build_demo_runs(Path(tmp) / "demo")]
         files |= _explorer_runs(sources, refs)
         return _copy_all(files, out)

@@ -33,7 +33,6 @@ from gpr1200_hf import protocol  # noqa: E402
 from gpr1200_hf.compare import compare_runs, largest_category_differences  # noqa: E402
 from gpr1200_hf.errors import InputError  # noqa: E402
 from gpr1200_hf.explorer import (  # noqa: E402
-    DEMO_MODELS,
     Run,
     discover_runs,
     query_choices,
@@ -41,7 +40,8 @@ from gpr1200_hf.explorer import (  # noqa: E402
     top_k,
 )
 from gpr1200_hf.report import compare_table, score_table  # noqa: E402
-from gpr1200_hf.runner import evaluate_model, open_data  # noqa: E402
+from gpr1200_hf.runner import open_data  # noqa: E402
+from gpr1200_hf.spaces import build_demo_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MAX_UPLOAD = "10mb"  # per uploaded file (gradio refuses larger ones with a message)
@@ -366,17 +366,6 @@ def build(ex: Explorer) -> gr.Blocks:
     return demo
 
 
-def demo_runs(out: Path) -> Path:
-    if importlib.util.find_spec("torch") is None:
-        raise InputError(
-            "no runs found ($GPR1200_RUNS, runs/ next to app.py, ./gpr1200-runs) and building "
-            "the demo runs needs torch: pass --runs DIR, or pip install torch"
-        )
-    for model in DEMO_MODELS:
-        evaluate_model(model, demo=True, output_dir=out, workers=0, progress=False)
-    return out
-
-
 def default_runs() -> Path | None:
     """Where runs are found without flags (see the module docstring); None: build the demo."""
     if os.environ.get("GPR1200_RUNS"):
@@ -402,12 +391,13 @@ def main() -> None:
     try:
         runs_dir = Path(args.runs) if args.runs else None if args.demo else default_runs()
         if runs_dir is None:
-            runs_dir = demo_runs(
+            runs_dir = build_demo_runs(
                 Path(
                     os.environ.get(
                         "GPR1200_DEMO_DIR", Path(tempfile.gettempdir()) / "gpr1200-explorer-demo"
                     )
-                )
+                ),
+                instead="pass --runs DIR (no runs in $GPR1200_RUNS, runs/ or ./gpr1200-runs)",
             )
         app = build(Explorer(discover_runs(runs_dir)))
     except InputError as e:
