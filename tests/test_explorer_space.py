@@ -247,7 +247,7 @@ def test_demo_space_serves_from_its_requirements_alone(demo_space, space_python,
         _show_random_query(page, runs[0])
         # weight-free runs embed an upload with numpy alone: search works without torch
         page.get_by_text("Search with your own image").click()
-        assert page.locator("#upload-box").is_visible()
+        page.wait_for_selector("#upload-box", state="visible", timeout=30_000)
         assert page.locator("#upload-note").count() == 0
         page.set_input_files("#upload input[type=file]", str(image))
         page.click("#upload-search")
