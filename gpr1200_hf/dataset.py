@@ -148,15 +148,20 @@ def read_categories(path: str | Path, needed: set[int] | None = None) -> list[st
             )
     if missing and needed is None:
         raise DataError(f"category JSON {path} lacks {len(missing)} IDs, e.g. {missing[:5]}")
-    names = [texts.get(i, f"category {i}") for i in range(protocol.NUM_CATEGORIES)]
-    first: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in first:  # the texts become ClassLabel names, which must be unique
-            raise DataError(
-                f"category JSON {path}: keys '{first[name]}' and '{i}' have the same text "
-                f"{name!r}; each category needs its own text"
-            )
-        first[name] = i
+    return [texts.get(i, f"category {i}") for i in range(protocol.NUM_CATEGORIES)]
+
+
+def label_names(texts: list[str]) -> list[str]:
+    """ClassLabel names from the category texts: the texts themselves, except that texts shared
+    by several categories (the official JSON gives 590 and 603 both "plate") get
+    `` (category N)`` appended, since ClassLabel names must be unique. The ``category_text``
+    column keeps every text exactly as in the JSON."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        counts[text] = counts.get(text, 0) + 1
+    names = [t if counts[t] == 1 else f"{t} (category {i})" for i, t in enumerate(texts)]
+    if len(set(names)) != len(names):  # a text that already reads like a disambiguated one
+        names = [f"{t} (category {i})" for i, t in enumerate(texts)]
     return names
 
 
@@ -443,8 +448,8 @@ class GPR1200(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         features = FEATURES.copy()
         if self.config.categories:
-            names = read_categories(self.config.categories, needed=set())
-            features["label"] = datasets.ClassLabel(names=names)
+            texts = read_categories(self.config.categories, needed=set())
+            features["label"] = datasets.ClassLabel(names=label_names(texts))
         return datasets.DatasetInfo(
             description="GPR1200 general-purpose image-retrieval benchmark",
             features=features,

@@ -18,6 +18,8 @@ TASKS: dict[str, str] = {"map": "GPR1200 full mAP over all 12000 queries"} | {
     for s in protocol.SUBSETS
 }
 CONFIG, SPLIT = "default", "test"
+# The benchmark's protocol: only runs scored this way are written as leaderboard results.
+BENCHMARK_PROTOCOL = {"metric": "cosine", "ties": "expected", "include_self": True}
 EVAL_RESULTS_FILE = ".eval_results/gpr1200.yaml"
 MODEL_INDEX_FILE = "model_index.yaml"
 SOURCE_URL = "https://arxiv.org/abs/2111.13122"
@@ -61,7 +63,16 @@ def why_not_a_benchmark_result(results: dict) -> str | None:
     if not data.get("full_benchmark"):
         return (
             f"the run scored a sample ({data.get('num_images')} images, "
-            f"{data.get('num_categories')} categories), not the 12000 GPR1200 images"
+            f"{data.get('num_categories')} categories), not the 12000 GPR1200 images with "
+            "the official categories"
+        )
+    proto = results.get("protocol", {})
+    off = {k: proto.get(k) for k, v in BENCHMARK_PROTOCOL.items() if proto.get(k) != v}
+    if off:
+        differs = ", ".join(f"{k}={v}" for k, v in off.items())
+        return (
+            f"the run's protocol differs from the benchmark's ({differs}; the leaderboard uses "
+            "metric=cosine, ties=expected, query included)"
         )
     return None
 

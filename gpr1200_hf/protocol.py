@@ -34,6 +34,17 @@ CATEGORIES_URL = (
     "cbdda040967b9196188940e9680227acb8b64c4d/GPR1200_categoryNumber_to_text.json"
 )
 CATEGORIES_SHA256 = "79781df51c4dabb26127a0245a6e5b5e83f98115511249fcda74321e432ce3aa"
+# sha256 of json.dumps(the 1200 official texts in ID order, ensure_ascii=False): how a loaded
+# dataset shows it holds the official categories (its category_text column), whatever its form.
+CATEGORY_TEXTS_SHA256 = "1b25d32b1face1bfdfbeacd1484872dc686d4c3798ef444065608c37728f1a9c"
+
+
+def category_texts_digest(texts: list[str]) -> str:
+    """The digest that ``CATEGORY_TEXTS_SHA256`` pins, of 1200 texts in category-ID order."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

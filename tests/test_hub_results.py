@@ -167,3 +167,35 @@ def test_hub_ids_are_checked_before_any_work(args, tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --") and "ORG/NAME" in err and len(err.splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "change", [{"include_self": False}, {"ties": "optimistic"}, {"metric": "l2"}]
+)
+def test_other_protocols_are_never_leaderboard_results(full_results, tmp_path, change):
+    other = full_results | {"protocol": full_results["protocol"] | change}
+    notes = hub_results.write_hub_results(tmp_path, other, "org/gpr1200")
+    assert "protocol differs" in notes[0] and next(iter(change)) in notes[0]
+    assert not list(tmp_path.rglob("*.yaml"))
+
+
+def test_a_generated_sample_of_12000_images_is_not_the_benchmark():
+    from gpr1200_hf.runner import _is_full
+
+    labels = protocol.canonical_labels()
+    rows = {"category_id": labels.tolist(), "category_text": [f"demo {c}" for c in labels]}
+    assert not _is_full(datasets.Dataset.from_dict(rows))
+    assert not _is_full(datasets.Dataset.from_dict({"category_id": labels.tolist()}))
+
+
+def test_pinned_category_digest_matches_the_official_json_when_present():
+    from tests.conftest import REPO
+
+    official = REPO.parent / "shared/reference/GPR1200_categoryNumber_to_text.json"
+    if not official.is_file():
+        pytest.skip("the official category JSON is not beside this checkout (never committed)")
+    from gpr1200_hf.dataset import label_names, read_categories
+
+    texts = read_categories(official)
+    assert protocol.category_texts_digest(texts) == protocol.CATEGORY_TEXTS_SHA256
+    assert len(set(label_names(texts))) == 1200  # two categories share "plate"
