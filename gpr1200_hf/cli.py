@@ -411,6 +411,11 @@ def _push_results_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder written by gpr1200 evaluate")
     p.add_argument("--model", required=True, metavar="ORG/NAME", help="the model repo")
     p.add_argument("--token", help="Hub token (default: the saved login or HF_TOKEN)")
+    p.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="push although results.json names another model (e.g. a local checkpoint of it)",
+    )
 
 
 @command("push-results", _push_results_args)
@@ -418,7 +423,10 @@ def cmd_push_results(args: argparse.Namespace) -> int:
     """Open a pull request on a model repo adding the run's .eval_results/gpr1200.yaml."""
     from .hub_results import push_results
 
-    print(f"opened {push_results(args.run_dir, args.model, token=args.token)}")
+    url = push_results(
+        args.run_dir, args.model, token=args.token, allow_other_model=args.allow_other_model
+    )
+    print(f"opened {url}")
     return 0
 
 
@@ -636,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return e.code if isinstance(e.code, int) else 2
+    if not args.debug:  # e.g. huggingface_hub's "Retrying in 8s" lines: a failure is one line
+        import logging
+
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -169,12 +169,32 @@ def write_hub_results(run_dir: Path, results: dict, dataset_id: str | None) -> l
     return [f"wrote {path} (copy it into the model repo, or: gpr1200 push-results)"]
 
 
-def push_results(run_dir: str | Path, model_repo: str, *, token: str | None = None) -> str:
+def push_results(
+    run_dir: str | Path,
+    model_repo: str,
+    *,
+    token: str | None = None,
+    allow_other_model: bool = False,
+) -> str:
     """Open a pull request on ``model_repo`` adding this run's eval results; returns its URL."""
     from huggingface_hub import HfApi
 
     check_repo_id(model_repo, "--model")
-    path = Path(run_dir) / EVAL_RESULTS_FILE
+    run = Path(run_dir)
+    if not (run / "results.json").is_file():
+        raise InputError(
+            f"{run} is not a run folder (no results.json); give a folder written "
+            "by gpr1200 evaluate"
+        )
+    import json
+
+    model = json.loads((run / "results.json").read_text(encoding="utf-8")).get("model")
+    if model != model_repo and not allow_other_model:
+        raise InputError(
+            f"the run evaluated {model!r}, not {model_repo!r}; push to the model it evaluated, "
+            "or pass --allow-other-model (e.g. a local checkpoint of that repo)"
+        )
+    path = run / EVAL_RESULTS_FILE
     if not path.is_file():
         raise InputError(
             f"{path} does not exist: only a full-benchmark run evaluated with a Hub dataset id "

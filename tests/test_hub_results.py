@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import datasets
 import numpy as np
@@ -75,6 +76,7 @@ def test_no_results_without_hub_id_or_for_a_sample(full_results, tmp_path):
 
 def test_push_results_offline_is_one_line(full_results, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "results.json").write_text(json.dumps(full_results))
     hub_results.write_hub_results(tmp_path, full_results, "org/gpr1200")
     code = main(["push-results", str(tmp_path), "--model", "org/model"])
     err = capsys.readouterr().err.strip()
@@ -83,7 +85,18 @@ def test_push_results_offline_is_one_line(full_results, tmp_path, capsys, monkey
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["push-results", str(empty), "--model", "org/model"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    (empty / "results.json").write_text(json.dumps({"model": "org/model"}))
+    assert main(["push-results", str(empty), "--model", "org/model"]) == 2
     assert "--hub-dataset" in capsys.readouterr().err
+
+
+def test_push_results_refuses_another_model(full_results, tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps(full_results))
+    hub_results.write_hub_results(tmp_path, full_results, "org/gpr1200")
+    assert main(["push-results", str(tmp_path), "--model", "other/model"]) == 2
+    err = capsys.readouterr().err
+    assert "the run evaluated 'org/model', not 'other/model'" in err and len(err.splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
