@@ -184,22 +184,35 @@ def _move_into_place(partial: Path, out: Path) -> None:
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True) -> str:
-    """Upload an exported folder to a (private by default) dataset repo, then gate it.
+    """Upload an exported folder's own files to a dataset repo, gated before any data lands.
 
-    Gating ("auto": users accept the card's terms, then get access) is switched on with
-    ``HfApi.update_repo_settings`` after the upload.
+    The repo is created private (an existing public repo is refused), gating is switched on
+    (``HfApi.update_repo_settings(gated="auto")``: users accept the card's terms first), and
+    only then are ``data/*.parquet``, README.md, LICENSE and eval.yaml uploaded.
     """
     from huggingface_hub import HfApi
 
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+        if not api.dataset_info(repo_id).private and private:
+            raise InputError(
+                f"the dataset repo {repo_id} already exists and is public; make it private "
+                "(or push elsewhere) so that nothing is exposed before gating is on"
+            )
         api.update_repo_settings(repo_id, gated="auto", repo_type="dataset")
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            allow_patterns=["data/*.parquet", "README.md", LICENSE_FILE, EVAL_YAML],
+        )
+    except InputError:
+        raise
     except Exception as e:  # offline, unauthorised, name taken: one clear line
         raise InputError(
             f"could not push {folder} to the dataset repo {repo_id}: {type(e).__name__}: "
             f"{' '.join(str(e).split())[:300]} (the local folder is complete; retry with "
             "network access and `hf auth login`)"
         ) from None
-    return f"uploaded {info}; gating is on (users accept the license terms to get access)"
+    return f"uploaded {info}; gated: users accept the license terms to get access"
