@@ -553,8 +553,16 @@ def cmd_export_space(args: argparse.Namespace) -> int:
         out = export_explorer_space(args.out, runs=args.runs)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote the {args.space} Space to {out} ({size / 2**20:.1f} MB)")
-    print(f"upload it with: hf upload ORG/NAME {out} --repo-type space")
-    print(f"  (older clients: huggingface-cli upload ORG/NAME {out} --repo-type space)")
+    # evaluate.load("ORG/NAME") and evaluate.load(folder) look for NAME.py: the metric's Space
+    # must be named gpr1200_map.
+    name = "gpr1200_map" if args.space == "metric" else "NAME"
+    if args.space == "metric" and out.name != "gpr1200_map":
+        print(
+            f"note: evaluate.load({str(out)!r}) needs a folder named gpr1200_map; load "
+            f"{str(out / 'gpr1200_map.py')!r} instead, or export into .../gpr1200_map"
+        )
+    print(f"upload it with: hf upload ORG/{name} {out} --repo-type space")
+    print(f"  (older clients: huggingface-cli upload ORG/{name} {out} --repo-type space)")
     return 0
 
 

@@ -212,3 +212,11 @@ def test_pinned_category_digest_matches_the_official_json_when_present():
     texts = read_categories(official)
     assert protocol.category_texts_digest(texts) == protocol.CATEGORY_TEXTS_SHA256
     assert len(set(label_names(texts))) == 1200  # two categories share "plate"
+
+
+def test_export_space_metric_names_the_space_gpr1200_map(tmp_path, capsys):
+    assert main(["export-space", "metric", str(tmp_path / "space")]) == 0
+    out = capsys.readouterr().out
+    assert "needs a folder named gpr1200_map" in out and "hf upload ORG/gpr1200_map" in out
+    assert main(["export-space", "metric", str(tmp_path / "gpr1200_map")]) == 0
+    assert "needs a folder named" not in capsys.readouterr().out
