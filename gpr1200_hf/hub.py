@@ -87,6 +87,7 @@ def _card(ds: datasets.Dataset, repo_id: str, source_name: str, download_size: i
         num_categories=len(set(ids)),
         images_per_category=protocol.IMAGES_PER_CATEGORY,
         subsets=subsets,
+        faces_images=sum(1 for i in ids if i >= protocol.SUBSETS[-1].first_category),
         repo_id=repo_id,
         license_text=LICENSE_TEXT,
         citation=protocol.CITATION,

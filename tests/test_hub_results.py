@@ -220,3 +220,10 @@ def test_export_space_metric_names_the_space_gpr1200_map(tmp_path, capsys):
     assert "needs a folder named gpr1200_map" in out and "hf upload ORG/gpr1200_map" in out
     assert main(["export-space", "metric", str(tmp_path / "gpr1200_map")]) == 0
     assert "needs a folder named" not in capsys.readouterr().out
+
+
+def test_card_counts_the_faces_of_this_export_and_names_no_pypi_install(export):
+    text = DatasetCard.load(export / "README.md").text
+    faces = sum(1 for p in datasets.load_dataset(str(export), split="test")["subset"] if p == 5)
+    assert f"(category IDs 1000-1199, {faces} images here)" in text
+    assert "pip install gpr1200-hf" not in text
