@@ -54,6 +54,9 @@ def _copy_all(files: dict[str, Path], out: Path) -> Path:
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache or Space folder
     try:
         for rel, src in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -99,14 +102,25 @@ def metric_path() -> str:
     the installed package.
     """
     folder = cache_root() / "metric" / metric_fingerprint()[:16] / "gpr1200_map"
-    if not (folder / "gpr1200_map.py").is_file():
+    if folder.is_dir() and not _matches_sources(folder):  # edited or damaged: write it anew
+        shutil.rmtree(folder)
+    if not folder.is_dir():
         try:
             export_metric_space(folder)
         except (InputError, OSError):
             # Another process may have written it meanwhile; anything else is a real failure.
-            if not (folder / "gpr1200_map.py").is_file():
+            if not (folder.is_dir() and _matches_sources(folder)):
                 raise
     return str(folder)
+
+
+def _matches_sources(folder: Path) -> bool:
+    """The folder holds exactly the metric Space's files, byte for byte."""
+    sources = _metric_sources()
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    if present != set(sources):
+        return False
+    return all((folder / rel).read_bytes() == src.read_bytes() for rel, src in sources.items())
 
 
 # --------------------------------------------------------------------------- explorer Space

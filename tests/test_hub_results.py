@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -227,3 +228,19 @@ def test_card_counts_the_faces_of_this_export_and_names_no_pypi_install(export):
     faces = sum(1 for p in datasets.load_dataset(str(export), split="test")["subset"] if p == 5)
     assert f"(category IDs 1000-1199, {faces} images here)" in text
     assert "pip install gpr1200-hf" not in text
+
+
+def test_metric_path_is_rewritten_when_its_files_change(tmp_path, monkeypatch):
+    import evaluate
+
+    monkeypatch.setenv("GPR1200_HF_CACHE", str(tmp_path / "cache"))
+    folder = Path(g.METRIC_PATH)
+    assert folder.stat().st_mode & 0o055  # readable by others (mkdtemp would give 0700)
+    (folder / "scoring.py").write_text("raise RuntimeError('tampered')\n")
+    (folder / "ranking.py").unlink()
+    again = Path(g.METRIC_PATH)
+    assert again == folder and b"tampered" not in (folder / "scoring.py").read_bytes()
+    x = np.eye(4, dtype=np.float32)
+    assert evaluate.load(str(folder)).compute(predictions=x, references=[0, 0, 1, 1]) == g.score(
+        x, [0, 0, 1, 1]
+    )
