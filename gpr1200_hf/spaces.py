@@ -247,6 +247,39 @@ def _run_data(run, copied: dict[Path, str]) -> tuple[dict, dict[str, Path]]:
     return entry, files
 
 
+def _public_results(path: Path, tmp: Path) -> Path:
+    """A copy of results.json for a public Space: this machine's absolute paths (the data's
+    location, categories, the embeddings cache, a local model's folder) cut to their last part
+    as ``<local>/name``; numbers unchanged. The
+    Space finds its images through explorer.json and its embeddings next to results.json."""
+    import json
+
+    results = json.loads(path.read_text(encoding="utf-8"))
+
+    def local(value):
+        return (
+            f"<local>/{Path(value).name}"
+            if isinstance(value, str) and Path(value).is_absolute()
+            else value
+        )
+
+    data = results.get("data", {})
+    for key in ("source", "location", "categories"):
+        if key in data:
+            data[key] = local(data[key])
+    if isinstance(data.get("source"), str):
+        data["source"] = " ".join(
+            local(w) if w.startswith("/") else w for w in data["source"].split(" ")
+        )
+    for key in ("embeddings_cache", "model"):  # a local checkpoint's folder, too
+        if key in results:
+            results[key] = local(results[key])
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = tmp / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
 def _explorer_runs(paths, tmp: Path) -> dict[str, Path]:
     """``runs/...`` files of the Space for these run folders; ``explorer.json`` files in tmp."""
     import json
@@ -265,13 +298,13 @@ def _explorer_runs(paths, tmp: Path) -> dict[str, Path]:
         while name in names or name.startswith("_") or name == "hf-cache":
             name += "-2"
         names.add(name)
-        files[f"runs/{name}/results.json"] = folder / "results.json"
+        files[f"runs/{name}/results.json"] = _public_results(folder / "results.json", tmp / name)
         files[f"runs/{name}/per_query.npz"] = folder / "per_query.npz"
         files[f"runs/{name}/{EMBEDDINGS}"] = _run_embeddings(run)
         entry, data_files = _run_data(run, copied)
         files |= data_files
         ref = tmp / name / SPACE_FILE
-        ref.parent.mkdir(parents=True)
+        ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(json.dumps({"data": entry}, indent=2) + "\n")
         files[f"runs/{name}/{SPACE_FILE}"] = ref
     return files

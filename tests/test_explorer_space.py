@@ -102,13 +102,20 @@ def test_demo_is_shipped_small_and_reproduces_its_numbers(demo_space):
 
 
 def test_runs_keep_their_records_and_share_one_copy_of_the_sample(runs_space, runs_dir):
-    shipped = {r.results["model"]: r for r in discover_runs(runs_space / "runs")}
-    originals = {r.results["model"]: r for r in discover_runs(runs_dir)}
+    def key(run):
+        return Path(run.results["model"]).name  # a local model's folder ships as <local>/name
+
+    shipped = {key(r): r for r in discover_runs(runs_space / "runs")}
+    originals = {key(r): r for r in discover_runs(runs_dir)}
     assert shipped.keys() == originals.keys()
     for model, run in shipped.items():
         src = originals[model].folder
-        for name in ("results.json", "per_query.npz"):
-            assert (run.folder / name).read_bytes() == (src / name).read_bytes()
+        assert (run.folder / "per_query.npz").read_bytes() == (src / "per_query.npz").read_bytes()
+        # results.json: the same record, but this machine's absolute paths cut to "<local>/..."
+        got, want = (json.loads((f / "results.json").read_text()) for f in (run.folder, src))
+        for field in ("revision", "pooling", "dtype", "protocol", "metrics", "date"):
+            assert got[field] == want[field]
+        assert got["data"]["location"] == "<local>/" + Path(want["data"]["location"]).name
         np.testing.assert_array_equal(run.embeddings, originals[model].embeddings)
         ref = json.loads((run.folder / SPACE_FILE).read_text())["data"]
         assert ref["location"] == "../_data/0/demo-sample" and not ref["hub"]
@@ -300,3 +307,9 @@ def test_upload_search_is_hidden_with_a_note_without_torch(runs_space, space_pyt
             page.wait_for_function(
                 f"document.querySelector('#run input').value == {json.dumps(other)}"
             )
+
+
+def test_exported_runs_carry_no_absolute_local_paths(runs_space):
+    for results in (runs_space / "runs").glob("*/results.json"):
+        text = results.read_text()
+        assert "/tmp/" not in text and str(Path.home()) not in text, results
