@@ -549,3 +549,24 @@ def test_non_ascii_digits_are_not_category_ids(demo, tmp_path, prefix):
     with pytest.raises(ValueError, match="pattern"):
         protocol.parse_file_name(f"{prefix}_x.jpg")
     assert os.path.exists(src)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_make_demo_refuses_to_overwrite_a_real_zip_or_category_json(tmp_path, capsys, as_zip):
+    """A user's GPR1200.zip / category JSON is never replaced; an earlier demo's is."""
+    out = tmp_path / "d"
+    make_demo(out, per_subset=1, seed=1, size=(24, 32), as_zip=as_zip)
+    make_demo(out, per_subset=1, seed=2, size=(24, 32), as_zip=as_zip)  # own files: replaced
+    real = {CATEGORIES_FILE: json.dumps({str(i): f"real {i}" for i in range(1200)}).encode()}
+    if as_zip:
+        with zipfile.ZipFile(tmp_path / "real.zip", "w") as zf:
+            zf.writestr("images/0_a.jpg", b"real")
+        real = {"GPR1200.zip": (tmp_path / "real.zip").read_bytes()}
+    for name, data in real.items():
+        (out / name).write_bytes(data)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["make-demo", str(out), "--per-subset", "1"] + (["--zip"] if as_zip else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was not written by make-demo" in err, err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
