@@ -512,6 +512,38 @@ def test_export_refuses_a_file_or_foreign_data(demo, tmp_path):
     assert (out / "data" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("name", ["README.md", "LICENSE", "eval.yaml"])
+def test_export_refuses_to_replace_a_users_top_level_file(demo, tmp_path, capsys, name):
+    out = tmp_path / "out"
+    _export(demo, out, tmp_path)
+    _export(demo, out, tmp_path)  # an earlier export's files: replaced
+    capsys.readouterr()
+    (out / name).write_text("evaluation_framework: mine\nmy own notes, Built with care\n")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["export-hub", str(out), "--source", str(demo["folder"])]
+    assert main([*args, "--categories", str(demo["categories"]), "--no-strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name} was not written by export-hub" in err, err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_export_refuses_an_output_overlapping_the_source(demo, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(demo["folder"], src)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, source in [
+        (src / "images", src),
+        (src, src),
+        (src, src / "images"),
+        (src / "images" / "new", src / "images"),
+    ]:
+        args = ["export-hub", str(out), "--source", str(source), "--no-strict"]
+        assert main([*args, "--categories", str(src / CATEGORIES_FILE)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "overlap" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 # --------------------------------------------------------------------------- demo and names
 
 
