@@ -7,6 +7,8 @@ peak RSS (no timing assertions).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -522,6 +524,28 @@ def test_output_folder_is_created(corpus, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- build tables
+
+
+def test_build_shows_the_protocol_and_whether_a_run_scored_a_sample(corpus, tmp_path):
+    """Runs of another protocol or on a sample never look like benchmark runs."""
+    results = json.loads((corpus / "runs" / "ok" / "results.json").read_text())
+    full = results | {"model": "full", "data": {"num_images": 12000, "full_benchmark": True}}
+    sample = results | {"model": "sample", "data": {"num_images": 120, "full_benchmark": False}}
+    sample["protocol"] = {"metric": "l2", "ties": "pessimistic", "include_self": False}
+    for run in (full, sample):
+        (tmp_path / run["model"]).mkdir()
+        (tmp_path / run["model"] / "results.json").write_text(json.dumps(run))
+    runs = [str(tmp_path / "full"), str(tmp_path / "sample")]
+    assert main(["build", *runs, "--out", str(tmp_path / "t.csv")]) == 0
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text()))}
+    assert rows["full"]["protocol"] == "cosine, expected, self"
+    assert rows["full"]["data"] == "GPR1200"
+    assert rows["sample"]["protocol"] == "l2, pessimistic, query excluded"
+    assert rows["sample"]["data"] == "sample (120 images)"
+    assert main(["build", *runs, "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| protocol" in table and "| data" in table
+    assert "query excluded" in table and "sample (120 images)" in table
 
 
 def test_build_escapes_pipes_and_newlines_in_model_names(corpus, tmp_path, capsys):
