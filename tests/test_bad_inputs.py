@@ -517,6 +517,21 @@ def test_existing_output_file_is_replaced_atomically(corpus, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/version"), reason="needs Linux /proc")
+def test_unwritable_output_names_the_target_not_a_temporary(corpus, capsys):
+    args = ["score", f"{corpus}/good.npy", "--labels", f"{corpus}/labels.npy"]
+    assert main([*args, "--json", "/proc/version"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /proc/version" in err and ".tmp" not in err
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, None])
+def test_include_self_must_be_a_bool(value):
+    x = np.eye(4)
+    with pytest.raises(gpr1200_hf.InputError, match="include_self must be True or False"):
+        gpr1200_hf.score(x, [0, 0, 1, 1], include_self=value)
+
+
 def test_output_folder_is_created(corpus, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "t.md"
     assert main(["build", f"{corpus}/runs/ok", "--out", str(out)]) == 0
