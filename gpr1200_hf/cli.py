@@ -117,13 +117,18 @@ def check_output_dir(path: str, flag: str) -> Path:
 def write_output(path: Path, text: str) -> str:
     """Write ``text`` atomically (temporary file, then rename); returns what was done."""
     existed = path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as e:  # name the target, not the temporary file next to it
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return f"{'replaced' if existed else 'wrote'} {path}"
 
 

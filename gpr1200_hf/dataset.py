@@ -271,7 +271,8 @@ def list_members(source: str | Path, strict: bool = True) -> list[Member]:
         missing = sorted(set(range(protocol.NUM_CATEGORIES)) - set(counts))
         raise DataError(
             f"{source}: {len(counts)} categories instead of {protocol.NUM_CATEGORIES} (e.g. "
-            f"{missing[:5]} are missing); pass strict=False (--no-strict) for a sample"
+            f"{missing[:5]} are missing); for a sample pass strict=False (on the command "
+            "line: --no-strict)"
         )
     members.sort(key=lambda m: (m.category_id, m.file_name))
     return members

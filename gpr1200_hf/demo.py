@@ -25,6 +25,13 @@ SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")
 TEXTURES = ("plain", "stripes", "checker", "dots")
 # The names make_demo gives its images: the only files it removes from an earlier sample.
 DEMO_NAME = re.compile(rf"[0-9]+_({'|'.join(SHAPES)})_[0-9]{{2}}_demo\.jpg")
+# The comment of make_demo's zip: the only GPR1200.zip it replaces.
+DEMO_ZIP_COMMENT = b"gpr1200-hf make-demo sample"
+# The texts make_demo writes to the category JSON: the only such JSON it replaces.
+_DEMO_TEXT = re.compile(
+    rf"not in this demo sample \(category [0-9]+\)"
+    rf"|demo [^:]+: ({'|'.join(TEXTURES)}) ({'|'.join(SHAPES)}) \(#[0-9a-f]{{6}}\)"
+)
 
 
 @dataclass(frozen=True)
@@ -142,8 +149,9 @@ def make_demo(
 
     ``per_subset`` categories from each subset's ID range, 10 images each, named
     ``{category ID}_{name}.jpg``; the JSON maps all 1200 IDs to a text. In an existing
-    folder the images of an earlier sample are replaced; any other file in ``images/`` (or a
-    file at ``out_dir``) is an ``InputError`` and nothing is written.
+    folder the files of an earlier sample are replaced; any other file in ``images/``, a
+    ``GPR1200.zip`` or category JSON not written here (or a file at ``out_dir``) is an
+    ``InputError`` and nothing is written.
     """
     if not 1 <= per_subset <= 200:
         raise InputError("per_subset must be between 1 and 200")
@@ -168,6 +176,7 @@ def make_demo(
         target = out / "GPR1200.zip"
         part = target.with_name(target.name + ".part")
         with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as zf:
+            zf.comment = DEMO_ZIP_COMMENT
             for name, data in files:
                 zf.writestr(f"images/{name}", data)
         os.replace(part, target)
@@ -193,9 +202,17 @@ def _prepare_folder(out: Path, as_zip: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create the folder {out} ({e})") from None
-    for name in (CATEGORIES_FILE, "GPR1200.zip" if as_zip else None):
-        if name and (out / name).exists() and not (out / name).is_file():
-            raise InputError(f"{out / name} exists and is not a file; choose another folder")
+    for name, ours in ((CATEGORIES_FILE, _is_demo_json), ("GPR1200.zip", _is_demo_zip)):
+        path = out / name
+        if name == "GPR1200.zip" and not as_zip:
+            continue
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise InputError(f"{path} exists and is not a file; choose another folder")
+        if path.exists() and not ours(path):
+            raise InputError(
+                f"{path} exists and was not written by make-demo; it would be overwritten: "
+                "choose an empty folder"
+            )
     if as_zip:
         return
     images = out / "images"
@@ -210,6 +227,28 @@ def _prepare_folder(out: Path, as_zip: bool) -> None:
             f"{images} holds files make-demo did not write (e.g. {foreign[:3]}); they would "
             "be mixed into the sample: choose an empty folder"
         )
+
+
+def _is_demo_json(path: Path) -> bool:
+    """Whether ``path`` is a category JSON written by make_demo (all 1200 of its texts)."""
+    try:
+        texts = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(texts, dict)
+        and sorted(texts) == sorted(str(i) for i in range(1200))
+        and all(isinstance(t, str) and _DEMO_TEXT.fullmatch(t) for t in texts.values())
+    )
+
+
+def _is_demo_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip written by make_demo (its comment says so)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.comment == DEMO_ZIP_COMMENT
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

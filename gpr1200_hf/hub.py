@@ -117,7 +117,7 @@ def export_hub(
     README last, so an export stopped midway never loads as a partial dataset.
     """
     out = Path(out_dir)
-    _check_target(out)
+    _check_target(out, Path(source))
     ds = load_gpr1200(source, categories=categories, cache_dir=cache_dir, strict=strict)
     partial = out / EXPORT_PARTIAL
     if partial.is_dir() and not partial.is_symlink():  # left by an export that was stopped
@@ -136,15 +136,39 @@ def export_hub(
     return out
 
 
-def _check_target(out: Path) -> None:
-    """Refuse an output that is a file, or whose data/ holds anything but export shards."""
+# What marks each top-level file as written by an earlier export (the only ones replaced).
+README_MARK = "Built with gpr1200-hf"
+LICENSE_MARK = "GPR1200"
+
+
+def _check_target(out: Path, source: Path) -> None:
+    """Refuse an output that is a file, overlaps the source, whose data/ holds anything but
+    export shards, or whose README.md / LICENSE / eval.yaml an earlier export did not write.
+    """
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder; choose a folder to export into")
-    data, readme = out / "data", out / "README.md"
+    out_abs, src_abs = out.resolve(), source.resolve()
+    if out_abs == src_abs or src_abs in out_abs.parents or out_abs in src_abs.parents:
+        raise InputError(
+            f"the output folder {out} and the source {source} overlap (one is inside the "
+            "other); choose an output folder outside the source"
+        )
+    data = out / "data"
     if data.exists() and not data.is_dir():
         raise InputError(f"{data} exists and is not a folder; choose another output folder")
-    if readme.exists() and not readme.is_file():
-        raise InputError(f"{readme} exists and is not a file; choose another output folder")
+    for name, ours in (
+        ("README.md", lambda t: README_MARK in t),
+        (LICENSE_FILE, lambda t: t.startswith(LICENSE_MARK)),
+        (EVAL_YAML, _is_our_eval_yaml),
+    ):
+        path = out / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise InputError(f"{path} exists and is not a file; choose another output folder")
+        if path.exists() and not ours(path.read_text(encoding="utf-8", errors="replace")):
+            raise InputError(
+                f"{path} was not written by export-hub; it would be replaced: choose an empty "
+                "or earlier export folder"
+            )
     foreign = (
         sorted(p.name for p in data.iterdir() if not SHARD_RE.fullmatch(p.name))
         if data.is_dir()
@@ -155,6 +179,16 @@ def _check_target(out: Path) -> None:
             f"{data} holds files that are not export shards ({foreign[:3]}); they would be "
             "lost: choose an empty or earlier export folder"
         )
+
+
+def _is_our_eval_yaml(text: str) -> bool:
+    import yaml
+
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(spec, dict) and spec.get("evaluation_framework") == EVALUATION_FRAMEWORK
 
 
 def _write_shards(ds: datasets.Dataset, folder: Path, max_shard_bytes: int) -> None:

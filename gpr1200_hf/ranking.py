@@ -750,6 +750,11 @@ def rank_metrics(
     ``device`` (e.g. ``"cuda"``) scores on that torch device; ``None`` uses numpy.
     """
     _check_choice("ties", ties, TIES)
+    if not isinstance(include_self, (bool, np.bool_)):
+        raise InputError(
+            f"include_self must be True or False, got {include_self!r}; pass a bool "
+            "(the string 'False' would count as true)"
+        )
     v, offset = prepare_ranking(validate_embeddings(embeddings, metric), metric)
     y = resolve_labels(labels, v.shape[0])
     order, class_ids = _class_structure(y)

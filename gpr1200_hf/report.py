@@ -111,8 +111,28 @@ def subset_display_name(key: str) -> str:
     return SUBSETS_BY_KEY[key].display_name
 
 
+def run_protocol(run: dict) -> str:
+    """How a run was scored, e.g. ``cosine, expected, self`` or ``..., query excluded``."""
+    proto = run.get("protocol") or {}
+    if not proto:
+        return "?"
+    self_part = {True: "self", False: "query excluded"}.get(proto.get("include_self"), "?")
+    return f"{proto.get('metric', '?')}, {proto.get('ties', '?')}, {self_part}"
+
+
+def run_data(run: dict) -> str:
+    """``GPR1200`` for a full-benchmark run, else ``sample (N images)`` (``?`` if unknown)."""
+    data = run.get("data") or {}
+    if data.get("full_benchmark") is True and not data.get("skipped_images"):
+        return "GPR1200"
+    n = data.get("num_images")
+    return "?" if n is None else f"sample ({n} images)"
+
+
 def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
-    """One row per run (results.json dicts): model, pooling, dtype, paper columns, extras."""
+    """One row per run (results.json dicts): model, pooling, dtype, paper columns, extras,
+    then how it was scored (``protocol``) and on what (``data``: GPR1200 or a sample), so
+    runs that are not comparable never look alike."""
     import csv
     import io
 
@@ -123,7 +143,8 @@ def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
         "dtype",
         *[t for _, t in PAPER_COLUMNS],
         *[t for _, t in extras],
-        "images",
+        "protocol",
+        "data",
     ]
     rows = []
     for run in sorted(runs, key=lambda r: -r["metrics"]["map"]):
@@ -134,7 +155,8 @@ def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
                 run.get("pooling", ""),
                 run.get("dtype", ""),
                 *[pct(m.get(k)) for k, _ in PAPER_COLUMNS + tuple(extras)],
-                str(run.get("data", {}).get("num_images", "")),
+                run_protocol(run),
+                run_data(run),
             ]
         )
     if paper:
@@ -146,7 +168,8 @@ def build_table(runs: list[dict], fmt: str = "md", paper: bool = False) -> str:
                     "",
                     *[f"{row.scores[k]:.1f}" for k, _ in PAPER_COLUMNS],
                     *["-"] * len(extras),
-                    "12000",
+                    "as published",
+                    "GPR1200",
                 ]
             )
     if fmt == "csv":

@@ -7,6 +7,8 @@ peak RSS (no timing assertions).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -515,6 +517,21 @@ def test_existing_output_file_is_replaced_atomically(corpus, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/version"), reason="needs Linux /proc")
+def test_unwritable_output_names_the_target_not_a_temporary(corpus, capsys):
+    args = ["score", f"{corpus}/good.npy", "--labels", f"{corpus}/labels.npy"]
+    assert main([*args, "--json", "/proc/version"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /proc/version" in err and ".tmp" not in err
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, None])
+def test_include_self_must_be_a_bool(value):
+    x = np.eye(4)
+    with pytest.raises(gpr1200_hf.InputError, match="include_self must be True or False"):
+        gpr1200_hf.score(x, [0, 0, 1, 1], include_self=value)
+
+
 def test_output_folder_is_created(corpus, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "t.md"
     assert main(["build", f"{corpus}/runs/ok", "--out", str(out)]) == 0
@@ -522,6 +539,28 @@ def test_output_folder_is_created(corpus, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- build tables
+
+
+def test_build_shows_the_protocol_and_whether_a_run_scored_a_sample(corpus, tmp_path):
+    """Runs of another protocol or on a sample never look like benchmark runs."""
+    results = json.loads((corpus / "runs" / "ok" / "results.json").read_text())
+    full = results | {"model": "full", "data": {"num_images": 12000, "full_benchmark": True}}
+    sample = results | {"model": "sample", "data": {"num_images": 120, "full_benchmark": False}}
+    sample["protocol"] = {"metric": "l2", "ties": "pessimistic", "include_self": False}
+    for run in (full, sample):
+        (tmp_path / run["model"]).mkdir()
+        (tmp_path / run["model"] / "results.json").write_text(json.dumps(run))
+    runs = [str(tmp_path / "full"), str(tmp_path / "sample")]
+    assert main(["build", *runs, "--out", str(tmp_path / "t.csv")]) == 0
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text()))}
+    assert rows["full"]["protocol"] == "cosine, expected, self"
+    assert rows["full"]["data"] == "GPR1200"
+    assert rows["sample"]["protocol"] == "l2, pessimistic, query excluded"
+    assert rows["sample"]["data"] == "sample (120 images)"
+    assert main(["build", *runs, "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| protocol" in table and "| data" in table
+    assert "query excluded" in table and "sample (120 images)" in table
 
 
 def test_build_escapes_pipes_and_newlines_in_model_names(corpus, tmp_path, capsys):

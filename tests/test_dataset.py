@@ -77,8 +77,11 @@ def test_rows_features_and_canonical_order(demo, tmp_path):
 
 
 def test_strict_refuses_a_sample(demo, tmp_path):
-    with pytest.raises(DataError, match="strict=False"):
+    with pytest.raises(DataError, match="strict=False") as err:
         _load(demo["zip"], demo["categories"], tmp_path, strict=True)
+    # the library's and the command line's spelling, neither presented as the other's
+    assert "strict=False (--no-strict)" not in str(err.value)
+    assert "command line: --no-strict" in str(err.value)
 
 
 def _write_sample(folder: Path, names: list[str], data: dict | None = None) -> Path:

@@ -528,6 +528,38 @@ def test_export_refuses_a_file_or_foreign_data(demo, tmp_path):
     assert (out / "data" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("name", ["README.md", "LICENSE", "eval.yaml"])
+def test_export_refuses_to_replace_a_users_top_level_file(demo, tmp_path, capsys, name):
+    out = tmp_path / "out"
+    _export(demo, out, tmp_path)
+    _export(demo, out, tmp_path)  # an earlier export's files: replaced
+    capsys.readouterr()
+    (out / name).write_text("evaluation_framework: mine\nmy own notes, Built with care\n")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["export-hub", str(out), "--source", str(demo["folder"])]
+    assert main([*args, "--categories", str(demo["categories"]), "--no-strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name} was not written by export-hub" in err, err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_export_refuses_an_output_overlapping_the_source(demo, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(demo["folder"], src)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, source in [
+        (src / "images", src),
+        (src, src),
+        (src, src / "images"),
+        (src / "images" / "new", src / "images"),
+    ]:
+        args = ["export-hub", str(out), "--source", str(source), "--no-strict"]
+        assert main([*args, "--categories", str(src / CATEGORIES_FILE)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "overlap" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 # --------------------------------------------------------------------------- demo and names
 
 
@@ -565,3 +597,24 @@ def test_non_ascii_digits_are_not_category_ids(demo, tmp_path, prefix):
     with pytest.raises(ValueError, match="pattern"):
         protocol.parse_file_name(f"{prefix}_x.jpg")
     assert os.path.exists(src)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_make_demo_refuses_to_overwrite_a_real_zip_or_category_json(tmp_path, capsys, as_zip):
+    """A user's GPR1200.zip / category JSON is never replaced; an earlier demo's is."""
+    out = tmp_path / "d"
+    make_demo(out, per_subset=1, seed=1, size=(24, 32), as_zip=as_zip)
+    make_demo(out, per_subset=1, seed=2, size=(24, 32), as_zip=as_zip)  # own files: replaced
+    real = {CATEGORIES_FILE: json.dumps({str(i): f"real {i}" for i in range(1200)}).encode()}
+    if as_zip:
+        with zipfile.ZipFile(tmp_path / "real.zip", "w") as zf:
+            zf.writestr("images/0_a.jpg", b"real")
+        real = {"GPR1200.zip": (tmp_path / "real.zip").read_bytes()}
+    for name, data in real.items():
+        (out / name).write_bytes(data)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["make-demo", str(out), "--per-subset", "1"] + (["--zip"] if as_zip else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was not written by make-demo" in err, err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -185,3 +185,33 @@ def test_torch_tensors_bf16_and_ragged_lists(metric, data):
     assert metric.compute(predictions=bf16, references=torch.from_numpy(y)) == g.score(widened, y)
     with pytest.raises(ValueError, match="rectangular"):
         metric.compute(predictions=[[1.0, 2.0], [3.0]], references=[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("preds", "refs", "match"),
+    [
+        # float64 values float32 cannot hold exactly: a different score, or a false "inf"
+        (np.array([[np.e + 1e9, 0.0], [1.0, 2.0]]), [0, 0], "stream float32 predictions"),
+        (np.array([[1e200, 1.0], [1.0, 2.0]]), [0, 0], "stream float32 predictions"),
+        (np.array([[2**24 + 1, 0], [1, 2]]), [0, 0], r"values >= 2\*\*24 cannot be streamed"),
+        (np.ones((2, 2), np.float32), ["a", "b"], "strings cannot be mapped"),
+        (np.ones((2, 2), np.float32), [0, np.iinfo(np.int64).min], "is reserved"),
+    ],
+)
+def test_add_batch_refuses_what_float32_streaming_would_change(metric, preds, refs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        metric.add_batch(predictions=preds, references=refs)
+    assert type(err.value).__name__ == "InputError"
+    assert metric.writer is None  # nothing was written
+
+
+def test_streamed_label_minus_one_is_a_label(metric, data):
+    """-1 is an ordinary category ID in a stream (it once meant "no references")."""
+    x, y = data
+    y = np.where(y == 0, -1, y)
+    metric.add_batch(predictions=x[:100], references=y[:100])
+    metric.add_batch(predictions=x[100:], references=y[100:])
+    assert metric.compute() == pytest.approx(g.score(x, y), abs=1e-12)
+    exact = x.astype(np.float64)  # float64 that float32 holds exactly still streams
+    metric.add_batch(predictions=exact, references=y)
+    assert metric.compute() == pytest.approx(g.score(x, y), abs=1e-12)

@@ -66,7 +66,13 @@ Examples:
     0.7917
 """
 
-_NO_LABEL = -1  # stands for "canonical GPR1200 label" in streamed batches
+# Stands for "canonical GPR1200 label" in streamed batches (no real category ID is this).
+_NO_LABEL = np.iinfo(np.int64).min
+_STREAM_FLOAT32 = (
+    "add_batch stores predictions as float32 and these {what} do not round-trip exactly "
+    "through float32 (the score would silently change): stream float32 predictions, or call "
+    "compute() once with the whole array"
+)
 
 
 def _packed_codes(rows):
@@ -123,11 +129,29 @@ class Gpr1200Map(evaluate.Metric):
             raise InputError(f"predictions must be numeric, got dtype {rows.dtype}")
         if not np.isfinite(rows).all():
             raise InputError("predictions contain NaN or inf; fix the extractor output")
-        if np.abs(rows).max(initial=0) >= 2**24 and np.issubdtype(rows.dtype, np.integer):
-            raise InputError("indices >= 2**24 cannot be streamed; call compute() directly")
+        big = rows.max(initial=0) >= 2**24 or rows.min(initial=0) <= -(2**24)
+        if np.issubdtype(rows.dtype, np.integer) and big:
+            raise InputError(
+                "values >= 2**24 cannot be streamed exactly through float32; call compute() "
+                "once with the whole array"
+            )
+        if np.issubdtype(rows.dtype, np.floating) and rows.dtype.itemsize > 4:
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact = np.array_equal(rows.astype(np.float32).astype(rows.dtype), rows)
+            if not exact:
+                raise InputError(_STREAM_FLOAT32.format(what=f"{rows.dtype} values"))
         if references is None:
-            references = np.full(rows.shape[0], _NO_LABEL, dtype=np.int64)
-        refs = resolve_labels(references, rows.shape[0])
+            refs = np.full(rows.shape[0], _NO_LABEL, dtype=np.int64)
+        else:
+            refs = resolve_labels(references, rows.shape[0])
+            if refs.dtype.kind in "US":
+                raise InputError(
+                    "add_batch takes integer references (category IDs); strings cannot be "
+                    "mapped to the same IDs across batches: map them to integers first, or "
+                    "call compute() once with all of them"
+                )
+            if (refs == _NO_LABEL).any():
+                raise InputError(f"reference {_NO_LABEL} is reserved; use other category IDs")
         return super().add_batch(predictions=rows, references=refs, **kwargs)
 
     def _compute(
