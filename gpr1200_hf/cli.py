@@ -366,6 +366,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from datasets.utils.logging import disable_progress_bar
 
         disable_progress_bar()
+    if args.model and args.model.startswith("baseline:"):
+        given = [
+            flag
+            for flag, value in (
+                ("--dtype", args.dtype != "fp32"),
+                ("--revision", args.revision),
+                ("--pooling", args.pooling),
+                ("--preprocess", args.preprocess),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(
+                f"{args.model} is weight-free: {', '.join(given)} do not apply to it "
+                "(it always computes float32 features); drop them"
+            )
     models = [args.model] if args.model else []
     if args.demo and "baseline:color-hist" not in models:
         models.insert(0, "baseline:color-hist")
@@ -373,17 +389,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("name a model: --model ORG/NAME, a local folder, or baseline:color-hist")
     runs = []
     for model in models:
+        # Weight-free baselines have no revision, pooling, dtype or image processor: the model
+        # flags are for --model (a baseline run is always labelled as what it computed).
+        baseline = model.startswith("baseline:")
         res = evaluate_model(
             model,
-            revision=args.revision,
+            revision=None if baseline else args.revision,
             data=args.data,
             categories=args.categories,
-            pooling=None if model.startswith("baseline:") else args.pooling,
+            pooling=None if baseline else args.pooling,
             batch_size=args.batch_size,
             device=args.device,
-            dtype=args.dtype,
+            dtype="fp32" if baseline else args.dtype,
             workers=args.workers,
-            preprocess=args.preprocess,
+            preprocess=None if baseline else args.preprocess,
             output_dir=args.output_dir,
             demo=args.demo,
             trust_remote_code=args.trust_remote_code,

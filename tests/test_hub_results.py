@@ -244,3 +244,11 @@ def test_metric_path_is_rewritten_when_its_files_change(tmp_path, monkeypatch):
     assert evaluate.load(str(folder)).compute(predictions=x, references=[0, 0, 1, 1]) == g.score(
         x, [0, 0, 1, 1]
     )
+
+
+def test_model_flags_are_refused_for_a_weight_free_baseline(tmp_path, capsys):
+    args = ["evaluate", "--model", "baseline:color-hist", "--demo", "--dtype", "fp16"]
+    assert main([*args, "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--dtype do not apply" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
