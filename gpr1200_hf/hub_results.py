@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from . import __version__, protocol
 from .errors import InputError
 
+# A Hub repo id, ORG/NAME (what --data, --hub-dataset and --model take for the Hub).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 # The framework name the Hub must know (allow-listed) for eval.yaml to be valid.
 EVALUATION_FRAMEWORK = "gpr1200-hf"
 # Task ids, stated once: the overall full mAP and one per subset (config default, split test).
@@ -29,9 +32,7 @@ HUB_TASK_TYPE = "image-feature-extraction"
 
 def check_repo_id(repo_id: str, flag: str) -> str:
     """``repo_id`` if it is a Hub id ``ORG/NAME``, else ``InputError`` naming ``flag``."""
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", repo_id or ""):
+    if not HUB_ID.fullmatch(repo_id or ""):
         raise InputError(f"{flag} {repo_id!r} is not a Hub repo id; write it as ORG/NAME")
     return repo_id
 

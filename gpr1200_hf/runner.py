@@ -36,7 +36,9 @@ class Data:
 
 
 def _looks_like_hub_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", text)) and not Path(text).exists()
+    from .hub_results import HUB_ID
+
+    return bool(HUB_ID.fullmatch(text)) and not Path(text).exists()
 
 
 def open_data(
@@ -386,16 +388,3 @@ def sample_title(results: dict) -> str:
         f"SAMPLE of {data['num_images']} images / {data['num_categories']} categories, "
         "not the GPR1200 benchmark: not comparable with the paper's rows"
     )
-
-
-def load_results(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a results.json ({e})") from None
-    if "metrics" not in data or "map" not in data.get("metrics", {}):
-        raise InputError(f"{path}: not a gpr1200 results.json (no metrics.map)")
-    return data

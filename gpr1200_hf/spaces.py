@@ -79,11 +79,16 @@ def export_metric_space(out_dir: str | Path) -> Path:
     return _copy_all(_metric_sources(), Path(out_dir))
 
 
-def metric_fingerprint() -> str:
+def _metric_contents() -> dict[str, bytes]:
+    """Relative path in the Space folder -> the bytes it must hold."""
+    return {rel: src.read_bytes() for rel, src in sorted(_metric_sources().items())}
+
+
+def metric_fingerprint(contents: dict[str, bytes] | None = None) -> str:
     """A hash of every file of the metric's Space folder (names and bytes)."""
     h = hashlib.sha256()
-    for rel, src in sorted(_metric_sources().items()):
-        h.update(rel.encode() + b"\0" + src.read_bytes() + b"\0")
+    for rel, data in (contents or _metric_contents()).items():
+        h.update(rel.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
@@ -101,26 +106,26 @@ def metric_path() -> str:
     Written once per content (the folder name holds a hash of every file), so it always matches
     the installed package.
     """
-    folder = cache_root() / "metric" / metric_fingerprint()[:16] / "gpr1200_map"
-    if folder.is_dir() and not _matches_sources(folder):  # edited or damaged: write it anew
+    contents = _metric_contents()  # read once: names the folder and checks it
+    folder = cache_root() / "metric" / metric_fingerprint(contents)[:16] / "gpr1200_map"
+    if folder.is_dir() and not _matches(folder, contents):  # edited or damaged: write it anew
         shutil.rmtree(folder)
     if not folder.is_dir():
         try:
             export_metric_space(folder)
         except (InputError, OSError):
             # Another process may have written it meanwhile; anything else is a real failure.
-            if not (folder.is_dir() and _matches_sources(folder)):
+            if not (folder.is_dir() and _matches(folder, contents)):
                 raise
     return str(folder)
 
 
-def _matches_sources(folder: Path) -> bool:
-    """The folder holds exactly the metric Space's files, byte for byte."""
-    sources = _metric_sources()
+def _matches(folder: Path, contents: dict[str, bytes]) -> bool:
+    """The folder holds exactly these files, byte for byte."""
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    if present != set(sources):
+    if present != set(contents):
         return False
-    return all((folder / rel).read_bytes() == src.read_bytes() for rel, src in sources.items())
+    return all((folder / rel).read_bytes() == data for rel, data in contents.items())
 
 
 # --------------------------------------------------------------------------- explorer Space

@@ -162,26 +162,25 @@ def test_metric_app_in_fresh_venv_scores_an_upload_in_a_browser(
     np.savez(tmp_path / "emb.npz", embeddings=x, file_names=names)
     (tmp_path / "garbage.npy").write_bytes(b"not an array at all")
     want = g.score(x, y)
-    with serve_space(metric_space, metric_venv) as url, browser_page() as page:
+
+    def score_upload(page, path, shows: str) -> str:
+        """Load the page, upload ``path``, press Score; the page text once it ``shows``."""
         page.goto(url)
         page.get_by_role("button", name="Score").wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(tmp_path / "emb.npz"))
+        page.locator("input[type=file]").first.set_input_files(str(path))
         page.wait_for_timeout(1500)
         page.get_by_role("button", name="Score").click()
-        page.wait_for_function("document.body.innerText.includes('map_landmarks')", timeout=60_000)
-        text = page.locator("body").inner_text()
+        page.wait_for_function(f"document.body.innerText.includes({shows!r})", timeout=60_000)
+        return page.locator("body").inner_text()
+
+    with serve_space(metric_space, metric_venv) as url, browser_page() as page:
+        text = score_upload(page, tmp_path / "emb.npz", "map_landmarks")
         for key in ("map", "map_landmarks", "map_faces", "precision_at_1"):
             assert str(want[key]) in text, key  # the exact value, as the library gives it
         page.screenshot(path=str(tmp_path / "metric_space.png"), full_page=True)
 
         # A bad upload: one line naming the file, no server path.
-        page.reload()
-        page.get_by_role("button", name="Score").wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(tmp_path / "garbage.npy"))
-        page.wait_for_timeout(1500)
-        page.get_by_role("button", name="Score").click()
-        page.wait_for_function("document.body.innerText.includes('garbage.npy:')", timeout=60_000)
-        text = page.locator("body").inner_text()
+        text = score_upload(page, tmp_path / "garbage.npy", "garbage.npy:")
         message = next(line for line in text.splitlines() if "garbage.npy:" in line)
         assert "/tmp" not in message and "gradio" not in message.lower(), message
 
